@@ -1,0 +1,1 @@
+"""Shared building blocks of every repotalk service: settings, events, bus, database, security, logging."""
