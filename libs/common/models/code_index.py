@@ -1,2 +1,42 @@
 """Tables owned by code_search: indexed repositories and files (the search index itself lives on
 the code_search service's local disk)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from libs.common.db import Base, UTCDateTime, utcnow
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    root: Mapped[str] = mapped_column(Text)  # local path of the working tree
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)  # remote, when known
+    branch: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | indexing | ready | failed
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    symbol_count: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # reason -> count
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IndexedFile(Base):
+    __tablename__ = "indexed_files"
+
+    repo: Mapped[str] = mapped_column(String(100), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    line_count: Mapped[int] = mapped_column(Integer, default=0)
+    symbol_count: Mapped[int] = mapped_column(Integer, default=0)
+    indexed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
