@@ -194,7 +194,7 @@ def report_failure(envelope: Envelope, service: Service, exc: BaseException) -> 
 def worker_options(settings: Settings, service: Service) -> dict[str, Any]:
     return {
         "queues": [service.value],
-        "pool": settings.broker.worker_pool,
+        "pool_cls": settings.broker.worker_pool,
         "concurrency": settings.broker.worker_concurrency,
         "hostname": f"{service.value}@%h",
         "without_heartbeat": True,

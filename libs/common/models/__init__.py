@@ -6,5 +6,12 @@ from libs.common.models.conversations import ChatSession, Turn
 from libs.common.models.messaging import InboundMessage, OutboundMessage, OutboxEvent, User
 
 __all__ = [
-    "ChatSession", "IndexedFile", "InboundMessage", "OutboundMessage", "OutboxEvent", "Repository", "Turn", "User",
+    "ChatSession",
+    "InboundMessage",
+    "IndexedFile",
+    "OutboundMessage",
+    "OutboxEvent",
+    "Repository",
+    "Turn",
+    "User",
 ]

@@ -1,0 +1,64 @@
+# repotalk — run, develop, test, validate, benchmark.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+REPO ?= .
+REPO_NAME ?= $(notdir $(abspath $(REPO)))
+PORT ?= 8000
+# Distributed mode against the local services (make dev-local, bench).
+DEV_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/repotalk_dev
+DEV_BROKER_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: help install run dev-local dev stop logs test test-fast lint typecheck validate bench bench-webhook clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(BIN)/repotalk: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/repotalk ## Create .venv and install repotalk with its development tools
+
+run: install ## Embedded: index $(REPO) and serve on $(PORT) (SQLite, in-process workers, no keys)
+	$(BIN)/repotalk index $(REPO) --name $(REPO_NAME)
+	PORT=$(PORT) $(BIN)/repotalk serve
+
+dev-local: install ## Distributed: gateway + one worker per service as processes, local Redis and Postgres
+	DATABASE_URL=$(DEV_DATABASE_URL) BROKER_URL=$(DEV_BROKER_URL) PORT=$(PORT) \
+	  $(BIN)/python -m repotalk.devlocal --repo $(REPO) --name $(REPO_NAME)
+
+dev: ## The whole stack in containers (needs a Docker engine)
+	docker compose -f docker-compose.yml up -d --build
+
+stop: ## Stop the containers
+	docker compose -f docker-compose.yml down
+
+logs: ## Follow one container's logs: make logs service=gateway
+	docker compose -f docker-compose.yml logs -f $(service)
+
+test: install ## Every test (real Redis and Postgres must be running)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+test-fast: install ## Tests without the multi-process ones
+	$(BIN)/pytest -q -m "not distributed"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+validate: install ## Validate deployment files offline
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+bench: bench-webhook ## Every benchmark
+
+bench-webhook: install ## Signed webhooks through the distributed stack: msgs/s, ack and end-to-end latency
+	$(BIN)/python bench/webhook.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from repotalk.cli import app
+
+app(prog_name="repotalk")
