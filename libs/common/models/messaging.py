@@ -44,23 +44,34 @@ class OutboxEvent(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the envelope id
     event_type: Mapped[str] = mapped_column(String(32))
     correlation_id: Mapped[str] = mapped_column(String(64), index=True)
-    envelope: Mapped[str] = mapped_column(Text)  # JSON
+    # Whose event it is (erasure removes a user's published rows); None for events about nobody.
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Fernet(JSON envelope): payloads carry message bodies, which are never stored in clear.
+    envelope: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Backoff after a failed publish: the relay leaves the row alone until then.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OutboundMessage(Base):
-    """One chunk of one reply; (correlation_id, chunk_index) makes each chunk go out exactly once."""
+    """One chunk of one reply; (reply_id, chunk_index) makes each chunk go out exactly once.
+
+    reply_id is the reply.ready envelope id (stable across redeliveries); one inbound message
+    (correlation_id) can be answered by several replies (a notice, an answer, an apology).
+    """
 
     __tablename__ = "outbound_messages"
     __table_args__ = (
-        UniqueConstraint("correlation_id", "chunk_index", name="uq_outbound_messages_chunk"),
+        UniqueConstraint("reply_id", "chunk_index", name="uq_outbound_messages_chunk"),
         Index("ix_outbound_messages_user_created", "user_id", "created_at"),
+        Index("ix_outbound_messages_correlation", "correlation_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reply_id: Mapped[str] = mapped_column(String(32))
     correlation_id: Mapped[str] = mapped_column(String(64))
     chunk_index: Mapped[int] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer)
@@ -68,7 +79,7 @@ class OutboundMessage(Base):
     body_enc: Mapped[str] = mapped_column(Text)
     channel: Mapped[str] = mapped_column(String(16))  # twilio | sandbox
     template: Mapped[bool] = mapped_column(Boolean, default=False)
-    # pending -> sending -> queued/sent -> delivered -> read, or failed/undelivered
+    # pending -> sending -> accepted/queued -> sent -> delivered -> read, or failed/undelivered
     status: Mapped[str] = mapped_column(String(16), default="pending")
     provider_sid: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     error_code: Mapped[str | None] = mapped_column(String(16), nullable=True)

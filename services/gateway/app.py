@@ -1,0 +1,86 @@
+"""The gateway's HTTP application: Twilio webhooks, status callbacks, health, the sandbox API.
+
+``create_app`` also runs the outbox relay for the process's lifetime (unless told not to, as
+tests do when they drive ``relay_once`` themselves).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from libs.common.settings import get_settings
+from services.gateway import health, sandbox, webhooks
+from services.gateway.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only where and why: the offending input may be personal data and is never echoed back.
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", "invalid"), "type": error.get("type", "")}
+        for error in exc.errors()
+    ]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        error_id = uuid.uuid4().hex[:12]
+        log.error("database error %s on %s %s: %s", error_id, request.method, request.url.path,
+                  type(exc.orig).__name__)
+        return JSONResponse({"detail": f"internal error (id {error_id})"}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error (id {error_id})"}, status_code=500)
+
+
+def create_app(extra_routers: Sequence[APIRouter] = (), start_relay: bool = True) -> FastAPI:
+    """The gateway application; ``extra_routers`` are mounted as they are (other services' APIs)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        relay: OutboxRelay | None = None
+        if start_relay:
+            relay = OutboxRelay(interval=get_settings().broker.outbox_relay_interval)
+            relay.start()
+            relay.wake()  # rows left pending by a previous run or a broker outage
+        app.state.relay = relay
+        try:
+            yield
+        finally:
+            if relay is not None:
+                relay.stop()
+            app.state.relay = None
+
+    app = FastAPI(title="repotalk gateway", version="0.1.0", lifespan=lifespan)
+    app.state.relay = None
+    _install_error_handlers(app)
+    for router in (webhooks.router, webhooks.status_router, health.router, sandbox.router, *extra_routers):
+        app.include_router(router)
+    return app

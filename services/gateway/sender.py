@@ -1,0 +1,339 @@
+"""Delivering a reply.ready: split, then send each chunk exactly once, in order.
+
+Exactly once per chunk rests on the outbound_messages row of each (reply, chunk):
+  * the rows are created once (unique (reply_id, chunk_index)); a redelivered or concurrent
+    reply.ready loads them instead, so the split and the template decision never change;
+  * a chunk is claimed with a conditional UPDATE (pending -> sending) before the provider is
+    called, and marked with the provider's sid right after; a chunk already sent is skipped (its
+    message.sent is re-published with the same id so consumers dedupe);
+  * a claim older than the lease (a worker that died mid-send) may be taken over.
+
+The unavoidable window: if the process dies after Twilio accepted a chunk but before the commit
+that records its sid, the row stays 'sending'; once the lease expires the chunk is sent again.
+Twilio's Messages API has no idempotency key, so this crash window (milliseconds wide) is the
+one place a duplicate message remains possible; every other failure is retried or skipped.
+
+The destination address is read from the users table (decrypted here), never from an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from libs.common import bus, db
+from libs.common.events import (
+    Envelope,
+    EventType,
+    MessageFailed,
+    MessageSent,
+    ReplyReady,
+    Service,
+    UserErased,
+    derived_id,
+)
+from libs.common.models.messaging import User
+from libs.common.security import decrypt, encrypt
+from libs.common.settings import Settings, get_settings
+from services.gateway.channels import (
+    Channel,
+    OutgoingMessage,
+    SendError,
+    channel_for,
+    send_with_retries,
+    worst_case_send_seconds,
+)
+from services.gateway.delivery_status import FAILURE_STATUSES, SENT_STATUSES, STATUS_RANK
+from services.gateway.erasure import erase_user
+from services.gateway.splitting import WHATSAPP_LIMIT, split_message, truncate_words
+from services.gateway.sql import OUTBOUND, insert_for
+
+log = logging.getLogger(__name__)
+
+SOURCE = Service.GATEWAY.value
+MIN_LEASE = timedelta(seconds=120)
+# Twilio's error for a free-form message outside the 24-hour customer-service window.
+OUTSIDE_WINDOW_CODE = "63016"
+TEMPLATE_VARIABLE_LIMIT = 1000
+
+
+class ChunkInFlight(TimeoutError):
+    """Another worker holds a live claim on a chunk of this reply: retry later (a transient error)."""
+
+
+@dataclass
+class DeliveryReport:
+    reply_id: str
+    chunk_count: int = 0
+    sent: int = 0  # sent by this call
+    already_sent: int = 0  # found sent by an earlier delivery
+    failed: bool = False
+    error_code: str | None = None
+    template: bool = False
+    erased: bool = False
+    provider_sids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Recipient:
+    address: str
+    last_inbound_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    id: int
+    chunk_index: int
+    chunk_count: int
+    body: str
+    template: bool
+    status: str
+    provider_sid: str | None
+    channel: str
+    error_code: str | None
+
+
+def sending_lease(settings: Settings) -> timedelta:
+    return max(MIN_LEASE, timedelta(seconds=worst_case_send_seconds(settings.twilio) + 30))
+
+
+def _load_recipient(user_id: str) -> _Recipient | None:
+    with db.session_scope() as session:
+        row = session.execute(
+            select(User.address_enc, User.last_inbound_at).where(User.id == user_id)
+        ).first()
+    if row is None:
+        return None
+    return _Recipient(address=decrypt(row.address_enc), last_inbound_at=row.last_inbound_at)
+
+
+def _window_open(recipient: _Recipient, settings: Settings, now: datetime) -> bool:
+    if recipient.last_inbound_at is None:
+        return False
+    return now - recipient.last_inbound_at <= timedelta(hours=settings.conversation.whatsapp_window_hours)
+
+
+def _plan(reply: ReplyReady, template: bool) -> list[str]:
+    if template:
+        return [truncate_words(reply.body, TEMPLATE_VARIABLE_LIMIT)] if reply.body.strip() else []
+    return split_message(reply.body, WHATSAPP_LIMIT)
+
+
+def _ensure_chunks(
+    envelope: Envelope, reply: ReplyReady, bodies: list[str], channel: str, template: bool
+) -> list[_Chunk]:
+    """Create the reply's chunk rows unless a previous delivery did; return the stored ones."""
+    table = OUTBOUND
+    now = db.utcnow()
+    with db.session_scope() as session:
+        existing = session.execute(select(table.c.id).where(table.c.reply_id == envelope.id).limit(1)).first()
+        if existing is None and bodies:
+            rows = [
+                {
+                    "reply_id": envelope.id,
+                    "correlation_id": envelope.correlation_id,
+                    "chunk_index": index,
+                    "chunk_count": len(bodies),
+                    "user_id": reply.user_id,
+                    "body_enc": encrypt(body),
+                    "channel": channel,
+                    "template": template,
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for index, body in enumerate(bodies)
+            ]
+            session.execute(
+                insert_for(session, table).values(rows).on_conflict_do_nothing(
+                    index_elements=["reply_id", "chunk_index"]
+                )
+            )
+    return _load_chunks(envelope.id)
+
+
+def _load_chunks(reply_id: str) -> list[_Chunk]:
+    table = OUTBOUND
+    with db.session_scope() as session:
+        stored = session.execute(
+            select(
+                table.c.id, table.c.chunk_index, table.c.chunk_count, table.c.body_enc, table.c.template,
+                table.c.status, table.c.provider_sid, table.c.channel, table.c.error_code,
+            )
+            .where(table.c.reply_id == reply_id)
+            .order_by(table.c.chunk_index)
+        ).all()
+    return [
+        _Chunk(
+            id=row.id, chunk_index=row.chunk_index, chunk_count=row.chunk_count, body=decrypt(row.body_enc),
+            template=bool(row.template), status=row.status, provider_sid=row.provider_sid, channel=row.channel,
+            error_code=row.error_code,
+        )
+        for row in stored
+    ]
+
+
+def _claim(chunk_id: int, lease: timedelta) -> bool:
+    table = OUTBOUND
+    now = db.utcnow()
+    with db.session_scope() as session:
+        result = session.execute(
+            update(table)
+            .where(table.c.id == chunk_id)
+            .where(or_(
+                table.c.status == "pending",
+                (table.c.status == "sending") & (table.c.updated_at < now - lease),
+            ))
+            .values(status="sending", attempts=table.c.attempts + 1, updated_at=now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
+
+
+def _mark_sent(chunk_id: int, provider_sid: str, status: str) -> None:
+    table = OUTBOUND
+    now = db.utcnow()
+    if STATUS_RANK.get(status, -1) < STATUS_RANK["accepted"]:
+        status = "queued"  # whatever Twilio calls it, the chunk has left our hands
+    with db.session_scope() as session:
+        session.execute(
+            update(table)
+            .where(table.c.id == chunk_id)
+            .where(table.c.status == "sending")
+            .values(status=status, provider_sid=provider_sid, sent_at=now, updated_at=now, error_code=None)
+        )
+
+
+def _mark_failed(chunk_ids: list[int], error_code: str | None, only_pending: bool = False) -> None:
+    table = OUTBOUND
+    now = db.utcnow()
+    allowed = ("pending",) if only_pending else ("pending", "sending")
+    with db.session_scope() as session:
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(chunk_ids))
+            .where(table.c.status.in_(allowed))
+            .values(status="failed", error_code=(error_code or "")[:16] or None, updated_at=now)
+        )
+
+
+def _publish_sent(envelope: Envelope, reply: ReplyReady, chunk: _Chunk, provider_sid: str) -> None:
+    event = MessageSent(
+        user_id=reply.user_id,
+        chunk_index=chunk.chunk_index,
+        chunk_count=chunk.chunk_count,
+        provider_sid=provider_sid,
+        channel="sandbox" if chunk.channel == "sandbox" else "twilio",
+        template=chunk.template,
+    )
+    bus.publish(Envelope.new(
+        event, envelope.correlation_id, source=SOURCE,
+        event_id=derived_id(envelope.correlation_id, EventType.MESSAGE_SENT, f"{envelope.id}:{chunk.chunk_index}"),
+    ))
+
+
+def _publish_failed(envelope: Envelope, user_id: str | None, reason: str, error_code: str | None, key: str) -> None:
+    event = MessageFailed(user_id=user_id, stage="send", reason=reason, error_code=error_code)
+    bus.publish(Envelope.new(
+        event, envelope.correlation_id, source=SOURCE,
+        event_id=derived_id(envelope.correlation_id, EventType.MESSAGE_FAILED, f"{envelope.id}:{key}"),
+    ))
+
+
+def _erase(envelope: Envelope, user_id: str) -> None:
+    erased = erase_user(user_id)
+    log.info("erased user %s (%d inbound, %d outbound rows)", user_id, erased.inbound, erased.outbound)
+    bus.publish(Envelope.new(
+        UserErased(user_id=user_id), envelope.correlation_id, source=SOURCE,
+        event_id=derived_id(envelope.correlation_id, EventType.USER_ERASED),
+    ))
+
+
+def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> DeliveryReport:
+    """Send the reply carried by a reply.ready envelope; safe to call again for the same envelope."""
+    reply = envelope.data()
+    if not isinstance(reply, ReplyReady):
+        raise TypeError(f"expected reply.ready, got {envelope.type.value}")
+    settings = get_settings()
+    report = DeliveryReport(reply_id=envelope.id)
+
+    recipient = _load_recipient(reply.user_id)
+    if recipient is None:
+        if reply.erase_user_after:
+            # Already erased by an earlier delivery of this very reply: only the announcement may be missing.
+            bus.publish(Envelope.new(
+                UserErased(user_id=reply.user_id), envelope.correlation_id, source=SOURCE,
+                event_id=derived_id(envelope.correlation_id, EventType.USER_ERASED),
+            ))
+            report.erased = True
+            return report
+        log.warning("reply %s for unknown user %s: no address on file", envelope.id, reply.user_id)
+        _publish_failed(envelope, reply.user_id, "no address on file for this user", None, "unknown-user")
+        report.failed = True
+        return report
+
+    channel = channel or channel_for(settings)
+    now = db.utcnow()
+    # WhatsApp's 24-hour rule belongs to Twilio; the sandbox channel has no such window.
+    outside_window = channel.name == "twilio" and not _window_open(recipient, settings, now)
+    use_template = outside_window and bool(settings.twilio.template_content_sid)
+    chunks = _ensure_chunks(envelope, reply, _plan(reply, use_template), channel.name, use_template)
+    report.chunk_count = len(chunks)
+    report.template = any(chunk.template for chunk in chunks)
+
+    if outside_window and not report.template and any(c.status == "pending" for c in chunks):
+        # Free text would be refused (63016) and no approved template is configured.
+        _mark_failed([c.id for c in chunks], OUTSIDE_WINDOW_CODE, only_pending=True)
+        chunks = _load_chunks(envelope.id)
+
+    lease = sending_lease(settings)
+    for chunk in chunks:
+        if chunk.status in SENT_STATUSES:
+            _publish_sent(envelope, reply, chunk, chunk.provider_sid or "")
+            report.already_sent += 1
+            report.provider_sids.append(chunk.provider_sid or "")
+            continue
+        if chunk.status in FAILURE_STATUSES:
+            report.failed, report.error_code = True, chunk.error_code
+            reason = ("outside the 24-hour WhatsApp window and no template configured"
+                      if chunk.error_code == OUTSIDE_WINDOW_CODE else "send failed")
+            _publish_failed(envelope, reply.user_id, reason, chunk.error_code, str(chunk.chunk_index))
+            break
+        if not _claim(chunk.id, lease):
+            raise ChunkInFlight(f"chunk {chunk.chunk_index} of reply {envelope.id} is being sent by another worker")
+        message = (
+            OutgoingMessage(
+                to=recipient.address,
+                content_sid=settings.twilio.template_content_sid,
+                content_variables=json.dumps({"1": chunk.body}),
+            )
+            if chunk.template
+            else OutgoingMessage(to=recipient.address, body=chunk.body)
+        )
+        try:
+            accepted = send_with_retries(
+                channel, message, settings.twilio.send_max_attempts, settings.twilio.send_backoff_base
+            )
+        except SendError as exc:
+            _mark_failed([chunk.id], exc.error_code)
+            log.warning("chunk %d/%d of %s refused: code %s", chunk.chunk_index + 1, chunk.chunk_count,
+                        envelope.correlation_id, exc.error_code)
+            _publish_failed(envelope, reply.user_id, exc.reason, exc.error_code, str(chunk.chunk_index))
+            report.failed, report.error_code = True, exc.error_code
+            break
+        _mark_sent(chunk.id, accepted.provider_sid, accepted.status)
+        _publish_sent(envelope, reply, chunk, accepted.provider_sid)
+        report.sent += 1
+        report.provider_sids.append(accepted.provider_sid)
+
+    log.info("reply %s for %s: %d chunk(s), %d sent now, %d earlier%s", envelope.id, envelope.correlation_id,
+             report.chunk_count, report.sent, report.already_sent, ", failed" if report.failed else "")
+    if reply.erase_user_after:
+        # The user asked to be forgotten: erase once the confirmation went out (or definitively could not).
+        _erase(envelope, reply.user_id)
+        report.erased = True
+    return report

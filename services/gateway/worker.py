@@ -1,0 +1,25 @@
+"""The gateway's event consumer: reply.ready -> messages out through Twilio (or the sandbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from libs.common import db
+from libs.common.events import Envelope, EventType, Service
+from services.gateway.sender import deliver_reply
+
+SERVICE: Service = Service.GATEWAY
+
+
+def handle_reply_ready(envelope: Envelope) -> None:
+    deliver_reply(envelope)
+
+
+HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
+    EventType.REPLY_READY: handle_reply_ready,
+}
+
+
+def startup() -> None:
+    """Open the database pool once per worker process so the first reply does not pay for it."""
+    db.get_engine()
