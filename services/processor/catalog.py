@@ -1,0 +1,59 @@
+"""The repositories a user can scope questions to (read-only view of code_search's Repository rows)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from libs.common.models.code_index import Repository
+
+ALL = "all"
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def repositories(db: Session) -> list[Repository]:
+    return list(db.scalars(select(Repository).order_by(Repository.name)).all())
+
+
+def parse_names(argument: str) -> list[str]:
+    """'api, web  api' -> ['api', 'web'] (order kept, duplicates dropped)."""
+    names: list[str] = []
+    for name in _SEPARATORS.split(argument.strip()):
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class ScopeChoice:
+    repos: list[str] = field(default_factory=list)  # canonical names; empty: every repository
+    unknown: list[str] = field(default_factory=list)
+    valid: list[str] = field(default_factory=list)
+
+
+def resolve_scope(db: Session, names: Sequence[str]) -> ScopeChoice:
+    """Match names against the indexed repositories, exactly first, then ignoring case (phones like to
+    capitalise). ``all`` alone clears the scope."""
+    valid = [repo.name for repo in repositories(db)]
+    if [name.lower() for name in names] == [ALL]:
+        return ScopeChoice(repos=[], valid=valid)
+    by_lower: dict[str, list[str]] = {}
+    for name in valid:
+        by_lower.setdefault(name.lower(), []).append(name)
+    chosen: list[str] = []
+    unknown: list[str] = []
+    for name in names:
+        if name in valid:
+            match: str | None = name
+        else:
+            candidates = by_lower.get(name.lower(), [])
+            match = candidates[0] if len(candidates) == 1 else None
+        if match is None:
+            unknown.append(name)
+        elif match not in chosen:
+            chosen.append(match)
+    return ScopeChoice(repos=chosen, unknown=unknown, valid=valid)

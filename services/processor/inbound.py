@@ -1,0 +1,136 @@
+"""message.received: route an inbound message to a notice, a command, the /delete confirmation or a
+question, and persist it as a Turn keyed by its MessageSid.
+
+Idempotent: a message seen before (its Turn, or the receipt of the erasure it confirmed, exists) is
+not handled again; what it published is re-published with the same event id.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from libs.common.db import utcnow
+from libs.common.events import Envelope, MessageReceived, ReplyKind, SearchMode, SearchRequested
+from libs.common.models.conversations import ChatSession, Turn
+from libs.common.settings import get_settings
+from services.processor import commands, outgoing, privacy, sessions, texts, turns, tx
+
+log = logging.getLogger(__name__)
+
+
+def is_confirmation(text: str) -> bool:
+    """'yes  delete.' counts: phones capitalise, punctuate and double spaces."""
+    return " ".join(text.split()).upper().rstrip(".!") == texts.CONFIRM_DELETE_PHRASE
+
+
+def handle(envelope: Envelope) -> list[Envelope]:
+    """Handle one message.received; returns the events to publish (after the transaction committed)."""
+    message = envelope.data()
+    if not isinstance(message, MessageReceived):
+        raise TypeError(f"expected message.received, got {envelope.type}")
+    correlation_id = envelope.correlation_id
+    return tx.retrying(lambda db: _handle(db, correlation_id, message), "message.received", correlation_id)
+
+
+def _handle(db: Session, correlation_id: str, message: MessageReceived) -> list[Envelope]:
+    user_id = message.user_id
+    seen = turns.get(db, correlation_id)
+    if seen is not None:
+        log.info("message %s seen before (turn %s, %s): re-publishing", correlation_id, seen.kind, seen.status)
+        return replay(seen)
+    erased = privacy.receipt(db, correlation_id)
+    if erased is not None:
+        log.info("message %s confirmed an erasure already done: re-publishing", correlation_id)
+        return [_erased_reply(correlation_id, user_id, privacy.erased_reply(erased))]
+
+    now = utcnow()
+    chat = sessions.current_session(db, user_id, now)
+    text = message.body.strip()
+
+    if sessions.pending(chat, privacy.DELETE_ACTION, now) and is_confirmation(text):
+        receipt = privacy.erase(db, user_id, correlation_id, now)
+        log.info(
+            "erased user %s on %s: %d sessions, %d turns", user_id, correlation_id, receipt.sessions, receipt.turns
+        )
+        return [_erased_reply(correlation_id, user_id, privacy.erased_reply(receipt))]
+    if chat.pending_action is not None:
+        # Any other message (or a confirmation after the window) cancels what was waiting.
+        log.info("user %s: pending %s cancelled by %s", user_id, chat.pending_action, correlation_id)
+        sessions.clear_pending(chat)
+
+    if not text:
+        notice = texts.MEDIA_ONLY if message.num_media > 0 else texts.EMPTY_MESSAGE
+        return _notice(db, correlation_id, chat, user_id, notice, "empty" if not message.num_media else "media")
+    limit = get_settings().conversation.max_body_chars
+    if len(text) > limit:
+        return _notice(db, correlation_id, chat, user_id, texts.too_long(len(text), limit), "too long")
+    if is_confirmation(text):
+        return _notice(db, correlation_id, chat, user_id, texts.NOTHING_TO_CONFIRM, "nothing to confirm")
+    if text.startswith("/"):
+        return _command(db, correlation_id, chat, user_id, text, now)
+    return _search(db, correlation_id, chat, user_id, text, query=text, mode="question")
+
+
+def _notice(db: Session, correlation_id: str, chat: ChatSession, user_id: str, body: str, why: str) -> list[Envelope]:
+    # What was sent is not kept: it was not processed (and an oversized body is not ours to hold).
+    turns.add_replied(db, correlation_id, chat.id, user_id, "notice", "", body)
+    log.info("message %s from %s: notice (%s)", correlation_id, user_id, why)
+    return [outgoing.reply(correlation_id, user_id, body, "notice")]
+
+
+def _command(
+    db: Session, correlation_id: str, chat: ChatSession, user_id: str, text: str, now: datetime
+) -> list[Envelope]:
+    command = commands.parse(text)
+    session_id = chat.id  # /reset ends this session; the command itself belongs to it
+    result = commands.run(command, commands.Context(db=db, chat=chat, user_id=user_id, now=now))
+    name = command.name if commands.known(command.name) else "unknown"
+    if result.search_pattern is not None:
+        log.info("message %s from %s: /search (%d chars)", correlation_id, user_id, len(result.search_pattern))
+        return _search(db, correlation_id, chat, user_id, text, query=result.search_pattern, mode="pattern")
+    body = result.reply or ""
+    turns.add_replied(db, correlation_id, session_id, user_id, "command", text, body)
+    log.info("message %s from %s: /%s (reply %d chars)", correlation_id, user_id, name, len(body))
+    return [outgoing.reply(correlation_id, user_id, body, "command")]
+
+
+def _search(
+    db: Session, correlation_id: str, chat: ChatSession, user_id: str, text: str, query: str, mode: SearchMode
+) -> list[Envelope]:
+    settings = get_settings()
+    request = SearchRequested(
+        session_id=chat.id,
+        user_id=user_id,
+        query=query,
+        mode=mode,
+        repos=list(chat.repos or []),
+        limit=settings.search.result_limit,
+        # A pattern search is literal: earlier questions would not change what matches.
+        history=sessions.history(db, chat.id) if mode == "question" else [],
+    )
+    turns.add_search(db, correlation_id, chat.id, user_id, text, request)
+    log.info(
+        "message %s from %s: %s (%d chars, %d repos in scope, %d history items)",
+        correlation_id, user_id, mode, len(query), len(request.repos), len(request.history),
+    )
+    return [outgoing.search(correlation_id, request)]
+
+
+def _erased_reply(correlation_id: str, user_id: str, body: str) -> Envelope:
+    return outgoing.reply(correlation_id, user_id, body, "command", erase_user_after=True)
+
+
+def replay(turn: Turn) -> list[Envelope]:
+    """What handling this turn's message published, again (same ids, same payloads)."""
+    if turn.kind in ("command", "notice"):
+        kind: ReplyKind = "command" if turn.kind == "command" else "notice"
+        return [outgoing.reply(turn.correlation_id, turn.user_id, turns.answer_text(turn) or "", kind)]
+    if turn.status in turns.OPEN:
+        request = turns.search_request(turn)
+        if request is not None:
+            return [outgoing.search(turn.correlation_id, request)]
+    # Answered or failed: the ai.response or message.failed handler sent the reply.
+    return []

@@ -1,0 +1,43 @@
+"""The processor's worker: thin handlers that run the conversation logic and publish what it decided.
+
+Publishing happens after the transaction committed; if it fails the task is retried, and the
+redelivered event re-publishes the same events (same ids) from the committed state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from libs.common import bus
+from libs.common.events import Envelope, EventType, Service
+from services.processor import answers, failures, inbound
+
+SERVICE = Service.PROCESSOR
+
+
+def _publish(events: list[Envelope]) -> None:
+    for event in events:
+        bus.publish(event)
+
+
+def on_message_received(envelope: Envelope) -> None:
+    _publish(inbound.handle(envelope))
+
+
+def on_ai_response(envelope: Envelope) -> None:
+    _publish(answers.handle(envelope))
+
+
+def on_message_failed(envelope: Envelope) -> None:
+    _publish(failures.handle(envelope))
+
+
+HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
+    EventType.MESSAGE_RECEIVED: on_message_received,
+    EventType.AI_RESPONSE: on_ai_response,
+    EventType.MESSAGE_FAILED: on_message_failed,
+}
+
+
+def startup() -> None:
+    """Nothing to prepare: the processor holds no process state beyond the shared engine and broker."""
