@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base, UTCDateTime, utcnow
@@ -25,6 +25,7 @@ class Repository(Base):
     symbol_count: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # reason -> count
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last run failed (status failed)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -39,4 +40,6 @@ class IndexedFile(Base):
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     line_count: Mapped[int] = mapped_column(Integer, default=0)
     symbol_count: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     indexed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

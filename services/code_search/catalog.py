@@ -1,0 +1,200 @@
+"""The shared catalog of indexed repositories in the database (``repositories``, ``indexed_files``).
+
+The search index itself lives on each replica's local disk; the database says what is indexed,
+where from (commit, remote), how big it is and what was skipped, for every service to read.
+Writes are batched upserts that behave the same on Postgres and SQLite.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from libs.common.db import session_scope, utcnow
+from libs.common.models.code_index import IndexedFile, Repository
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    commit: str | None = None
+    branch: str | None = None
+    url: str | None = None
+
+
+def _git_dir(root: Path) -> Path | None:
+    dot_git = root / ".git"
+    if dot_git.is_dir():
+        return dot_git
+    if dot_git.is_file():  # a worktree or submodule: "gitdir: <path>"
+        text = dot_git.read_text("utf-8", errors="replace").strip()
+        if text.startswith("gitdir:"):
+            target = Path(text[len("gitdir:") :].strip())
+            target = target if target.is_absolute() else (root / target)
+            return target if target.is_dir() else None
+    return None
+
+
+def _resolve_ref(git_dir: Path, ref: str) -> str | None:
+    common = git_dir
+    commondir = git_dir / "commondir"
+    if commondir.is_file():
+        common = (git_dir / commondir.read_text().strip()).resolve()
+    for base in (git_dir, common):
+        loose = base / ref
+        if loose.is_file():
+            value = loose.read_text().strip()
+            return value or None
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text("utf-8", errors="replace").splitlines():
+            parts = line.split(" ", 1)
+            if len(parts) == 2 and parts[1].strip() == ref:
+                return parts[0]
+    return None
+
+
+def redact_url(url: str) -> str:
+    """A remote URL without credentials (https://user:token@host/... -> https://host/...)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.scheme and parts.hostname and (parts.username or parts.password):
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def git_info(root: Path) -> GitInfo:
+    """Commit, branch and origin of a git checkout, read from ``.git`` (no git binary needed)."""
+    git_dir = _git_dir(root)
+    if git_dir is None:
+        return GitInfo()
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+    except OSError:
+        return GitInfo()
+    branch = None
+    if head.startswith("ref:"):
+        ref = head[4:].strip()
+        branch = ref.removeprefix("refs/heads/")
+        commit = _resolve_ref(git_dir, ref)
+    else:
+        commit = head if re.fullmatch(r"[0-9a-f]{40,64}", head) else None
+    url = None
+    config_path = git_dir / "config"
+    commondir = git_dir / "commondir"
+    if commondir.is_file():
+        config_path = (git_dir / commondir.read_text().strip()).resolve() / "config"
+    if config_path.is_file():
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(config_path, encoding="utf-8")
+            remotes = [s for s in parser.sections() if s.startswith('remote "')]
+            preferred = 'remote "origin"' if 'remote "origin"' in remotes else (remotes[0] if remotes else None)
+            if preferred and parser.has_option(preferred, "url"):
+                url = redact_url(parser.get(preferred, "url")) or None
+        except (configparser.Error, OSError):
+            url = None
+    return GitInfo(commit=commit, branch=branch, url=url)
+
+
+def _upsert(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str], keep: Sequence[str] = ()
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every column but ``keep``, in batches."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for start in range(0, len(rows), BATCH):
+        statement = insert(model).values(list(rows[start : start + BATCH]))
+        updates = {column: statement.excluded[column] for column in rows[0] if column not in (*keys, *keep)}
+        session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updates))
+
+
+def mark_indexing(name: str, root: Path, git: GitInfo) -> None:
+    with session_scope() as session:
+        _upsert(
+            session,
+            Repository,
+            [
+                {
+                    "name": name,
+                    "root": str(root),
+                    "url": git.url,
+                    "branch": git.branch,
+                    "commit": git.commit,
+                    "status": "indexing",
+                    "error": None,
+                    "created_at": utcnow(),
+                }
+            ],
+            ["name"],
+            keep=["created_at"],
+        )
+
+
+def mark_failed(name: str, error: str) -> None:
+    with session_scope() as session:
+        repo = session.get(Repository, name)
+        if repo is not None:
+            repo.status = "failed"
+            repo.error = error[:2000]
+
+
+def record_files(
+    name: str,
+    rows: Iterable[dict[str, Any]],
+    removed: Iterable[str],
+    *,
+    files: int,
+    symbols: int,
+    chunks: int,
+    skipped: dict[str, int],
+) -> None:
+    """Upsert the files (re)indexed, drop the ones gone, and mark the repository ready — one transaction."""
+    now = utcnow()
+    file_rows = [{**row, "repo": name, "indexed_at": now} for row in rows]
+    gone = list(removed)
+    with session_scope() as session:
+        for start in range(0, len(gone), BATCH):
+            session.execute(
+                delete(IndexedFile).where(IndexedFile.repo == name, IndexedFile.path.in_(gone[start : start + BATCH]))
+            )
+        _upsert(session, IndexedFile, file_rows, ["repo", "path"])
+        repo = session.get(Repository, name)
+        if repo is not None:
+            repo.status = "ready"
+            repo.file_count = files
+            repo.symbol_count = symbols
+            repo.chunk_count = chunks
+            repo.skipped = dict(skipped)
+            repo.indexed_at = now
+
+
+def file_count(name: str) -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(IndexedFile).where(IndexedFile.repo == name)) or 0)
+
+
+def forget(name: str) -> None:
+    with session_scope() as session:
+        session.execute(delete(IndexedFile).where(IndexedFile.repo == name))
+        session.execute(delete(Repository).where(Repository.name == name))
+
+
+def forget_files(name: str) -> None:
+    with session_scope() as session:
+        session.execute(delete(IndexedFile).where(IndexedFile.repo == name))

@@ -1,0 +1,420 @@
+"""Search over the indexed repositories: questions (symbol names + BM25, fused) and patterns (ripgrep).
+
+Question mode runs two rankers on the tantivy index and fuses them with reciprocal rank fusion:
+
+- symbols: definitions whose name or qualified name is an identifier of the question (boosted
+  hard), or whose split name shares words with it (``verify_twilio_signature`` for "signature
+  verified");
+- keywords: BM25 over every chunk's words, identifiers as phrases, symbol names and paths.
+
+A definition whose name is exactly an identifier of the question goes first; then no file gets
+more than two places until every other file has had its turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import textwrap
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from libs.common.events import Hit
+from libs.common.settings import get_settings
+from services.code_search import query as query_parser
+from services.code_search import regex
+from services.code_search.index import CodeIndex, RepoEntry, SymbolSpan, get_index
+from services.code_search.indexer import IndexSummary, index_repository, remove_repository
+from services.code_search.languages import detect
+from services.code_search.pipeline import file_key
+
+__all__ = ["IndexSummary", "SearchResult", "index_repository", "remove_repository", "search"]
+
+log = logging.getLogger(__name__)
+
+MAX_LIMIT = 50
+RRF_K = 20  # top-heavy: measured better than the usual 60 on short candidate lists
+SYMBOL_CANDIDATES = 30
+KEYWORD_CANDIDATES = 40
+MAX_PER_FILE = 2
+TEST_PENALTY = 0.5  # tests describe behaviour in words and would otherwise answer "where is X" questions
+PATTERN_MAX_MATCHES = 500
+SNIPPET_LINES = 6
+SNIPPET_LINE_CHARS = 120
+
+# Errors the caller caused (an HTTP API answers 400); the rest are states of the index.
+CLIENT_ERRORS = frozenset({"empty_query", "query_too_long", "invalid_pattern", "invalid_mode"})
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit] = field(default_factory=list)
+    took_ms: float = 0.0
+    kinds: list[str] = field(default_factory=list)  # rankers behind the hits: symbol, keyword, regex
+    error: str | None = None  # for the user: why there are no results
+    code: str | None = None  # the error's kind: empty_query, invalid_pattern, unknown_repo, no_index, ...
+    note: str | None = None  # results came back but are partial (pattern timeout, output cap)
+
+
+def _fail(started: float, code: str, message: str) -> SearchResult:
+    return SearchResult(took_ms=_elapsed(started), error=message, code=code)
+
+
+def _elapsed(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode: str = "question") -> SearchResult:
+    """Search the indexed repositories (all of them, or ``repos``). Never raises for bad input:
+    the result's ``error`` says what is wrong in words a chat user understands."""
+    started = time.perf_counter()
+    text = (query or "").strip()
+    if not text:
+        return _fail(started, "empty_query", "the search is empty: ask a question or give a pattern")
+    if len(text) > query_parser.MAX_QUERY_CHARS:
+        return _fail(
+            started, "query_too_long", f"the search is too long (at most {query_parser.MAX_QUERY_CHARS} characters)"
+        )
+    if "\x00" in text:
+        return _fail(started, "empty_query", "the search contains a NUL character")
+    if mode not in ("question", "pattern"):
+        return _fail(started, "invalid_mode", f"unknown search mode {mode!r}: use question or pattern")
+    limit = max(1, min(int(limit), MAX_LIMIT))
+
+    index = get_index()
+    known = index.repositories()
+    if not known:
+        return _fail(started, "no_index", "no repository is indexed yet")
+    scope: list[str] | None = None
+    if repos:
+        wanted = list(dict.fromkeys(r for r in repos if r))
+        scope = [name for name in wanted if name in known]
+        if not scope:
+            names = ", ".join(sorted(known))
+            return _fail(started, "unknown_repo", f"no indexed repository named {', '.join(wanted)} (indexed: {names})")
+
+    result = _pattern(index, text, scope, known, limit) if mode == "pattern" else _question(index, text, scope, limit)
+    result.took_ms = _elapsed(started)
+    return result
+
+
+# -- question mode ----------------------------------------------------------------------------------
+
+
+def _filters(index: CodeIndex, scope: list[str] | None, doc_types: list[str]) -> list[tuple[tantivy.Occur, Any]]:
+    clauses = [(tantivy.Occur.Must, index.terms("doc_type", doc_types))]
+    if scope:
+        clauses.append((tantivy.Occur.Must, index.terms("repo", scope)))
+    return clauses
+
+
+def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
+    return tantivy.Query.boost_query(query, boost)
+
+
+def _tokens(analyzer: tantivy.TextAnalyzer, words: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for word in words:
+        for token in analyzer.analyze(word):
+            if token not in out:
+                out.append(token)
+    return out
+
+
+def _symbol_query(index: CodeIndex, parsed: query_parser.ParsedQuery, scope: list[str] | None) -> Any:
+    should: list[tuple[tantivy.Occur, Any]] = []
+    for qualified in parsed.qualified:
+        should.append((tantivy.Occur.Should, _boosted(index.term("qualified", qualified.lower()), 12.0)))
+    for identifier in parsed.identifiers:
+        should.append((tantivy.Occur.Should, _boosted(index.term("name", identifier.lower()), 6.0)))
+    for token in _tokens(index.names, parsed.words):
+        should.append((tantivy.Occur.Should, index.term("name_words", token)))
+    if not should:
+        return None
+    return tantivy.Query.boolean_query(
+        [*_filters(index, scope, ["def"]), (tantivy.Occur.Must, tantivy.Query.boolean_query(should))]
+    )
+
+
+def _keyword_query(index: CodeIndex, parsed: query_parser.ParsedQuery, scope: list[str] | None) -> Any:
+    should: list[tuple[tantivy.Occur, Any]] = []
+    word_tokens = _tokens(index.words, parsed.words)
+    for token in word_tokens:
+        should.append((tantivy.Occur.Should, index.term("words", token)))
+    for identifier in [*parsed.qualified, *parsed.identifiers]:
+        tokens = index.words.analyze(identifier)
+        if len(tokens) > 1:
+            phrase = tantivy.Query.phrase_query(index.schema, "words", list[str | tuple[int, str]](tokens))
+            should.append((tantivy.Occur.Should, _boosted(phrase, 2.0)))
+        elif tokens and tokens[0] not in word_tokens:
+            should.append((tantivy.Occur.Should, _boosted(index.term("words", tokens[0]), 2.0)))
+    name_tokens = _tokens(index.names, parsed.words)
+    for token in name_tokens:
+        should.append((tantivy.Occur.Should, _boosted(index.term("name_words", token), 0.5)))
+        should.append((tantivy.Occur.Should, _boosted(index.term("path_words", token), 0.3)))
+    for token in _tokens(index.names, parsed.paths):
+        should.append((tantivy.Occur.Should, _boosted(index.term("path_words", token), 1.5)))
+    if not should:
+        return None
+    return tantivy.Query.boolean_query(
+        [*_filters(index, scope, ["def", "chunk"]), (tantivy.Occur.Must, tantivy.Query.boolean_query(should))]
+    )
+
+
+@dataclass
+class _Candidate:
+    doc: tantivy.Document
+    score: float = 0.0
+    rankers: set[str] = field(default_factory=set)
+
+    def get(self, name: str, default: Any = "") -> Any:
+        value = self.doc.get_first(name)
+        return default if value is None else value
+
+
+def _question(index: CodeIndex, text: str, scope: list[str] | None, limit: int) -> SearchResult:
+    parsed = query_parser.parse(text)
+    if parsed.empty:
+        return SearchResult(
+            error="nothing to search for in that question: name a function, a file or a topic", code="empty_query"
+        )
+    searcher = index.searcher()
+    candidates: dict[tuple[int, int], _Candidate] = {}
+    rankings = [
+        ("symbol", _symbol_query(index, parsed, scope), SYMBOL_CANDIDATES),
+        ("keyword", _keyword_query(index, parsed, scope), KEYWORD_CANDIDATES),
+    ]
+    name_tokens = _tokens(index.names, parsed.words)
+    idf = {token: _idf(searcher, token) for token in name_tokens}
+    total_idf = sum(idf.values()) or 1.0
+    qualified = {q.lower() for q in parsed.qualified}
+    identifiers = {i.lower() for i in parsed.identifiers}
+    for ranker, built, depth in rankings:
+        if built is None:
+            continue
+        found = searcher.search(built, depth, count=False).hits
+        top = found[0][0] if found else 1.0
+        for rank, (score, address) in enumerate(found):
+            key = (address.segment_ord, address.doc)
+            candidate = candidates.get(key)
+            if candidate is None:
+                candidate = candidates[key] = _Candidate(searcher.doc(address))
+            # Keyword: how close to the best BM25 match (a long tail of weak matches counts less).
+            weight = score / top if top > 0 else 1.0
+            if ranker == "symbol":
+                # A name that shares only common words with the question ("connection", "pool") says
+                # little; one that shares the rare ones ("recycled") says a lot.
+                symbol = candidate.get("name_words").lower()
+                exact = _names_qualified(symbol, qualified) or symbol.rsplit(".", 1)[-1] in identifiers
+                shared = set(index.names.analyze(candidate.get("name_words"))).intersection(idf)
+                weight = 1.0 if exact else sum(idf[token] for token in shared) / total_idf
+            candidate.score += weight / (RRF_K + rank + 1)
+            candidate.rankers.add(ranker)
+
+    for candidate in candidates.values():
+        if candidate.get("doc_type") != "def":
+            continue
+        symbol = candidate.get("name_words").lower()
+        name = symbol.rsplit(".", 1)[-1]
+        # An exact definition beats any fused score (each ranker adds at most 1/21); among several
+        # (overloads, stubs), the one with a body first.
+        span = int(candidate.get("end_line", 0)) - int(candidate.get("line", 0))
+        if _names_qualified(symbol, qualified):
+            candidate.score += 1.0 + min(span, 50) / 10_000
+        elif name in identifiers:
+            bonus = 0.5 if parsed.qualified or len(parsed.identifiers) > 1 else 0.75
+            candidate.score += bonus + min(span, 50) / 10_000
+
+    for candidate in candidates.values():
+        if _is_test_path(candidate.get("path")):
+            candidate.score *= TEST_PENALTY
+
+    ordered = sorted(candidates.values(), key=lambda c: (-c.score, c.get("path"), c.get("line", 0)))
+    chosen = _spread(ordered, limit, lambda c: (c.get("repo"), c.get("path")))
+    query_tokens = set(_tokens(index.words, [*parsed.words, *parsed.identifiers]))
+    hits = [_question_hit(c, query_tokens, index) for c in chosen]
+    kinds = sorted({ranker for c in chosen for ranker in c.rankers}, key=["symbol", "keyword"].index)
+    return SearchResult(hits=hits, kinds=kinds)
+
+
+_TEST_DIRS = frozenset(
+    {"test", "tests", "__tests__", "spec", "specs", "testdata", "test_data", "fixtures", "testing", "e2e", "mocks"}
+)
+_TEST_FILE = re.compile(
+    r"(^test_.*\.py$|_test\.(py|go|rb|c|cc|cpp)$|\.(test|spec)\.[jt]sx?$|Tests?\.(java|kt|cs)$|_spec\.rb$|^conftest\.py$)"
+)
+
+
+def _is_test_path(path: str) -> bool:
+    """Tests, fixtures and test data: asked about less often than the code they exercise."""
+    *folders, name = path.split("/")
+    return bool(_TEST_DIRS.intersection(folders)) or bool(_TEST_FILE.search(name))
+
+
+def _names_qualified(symbol: str, qualified: set[str]) -> bool:
+    """``relay.lrucache.evict`` answers ``LruCache.evict`` (a question rarely spells every scope)."""
+    return any(symbol == q or symbol.endswith("." + q) for q in qualified)
+
+
+def _idf(searcher: tantivy.Searcher, token: str) -> float:
+    total = max(1, searcher.num_docs)
+    frequency = searcher.doc_freq("words", token)
+    return math.log(1 + (total - frequency + 0.5) / (frequency + 0.5))
+
+
+def _spread(ordered: list[Any], limit: int, file_of: Any) -> list[Any]:
+    """Best first, at most MAX_PER_FILE per file until every file had its turn, then the rest."""
+    chosen: list[Any] = []
+    overflow: list[Any] = []
+    per_file: dict[Any, int] = defaultdict(int)
+    for item in ordered:
+        key = file_of(item)
+        if per_file[key] < MAX_PER_FILE:
+            per_file[key] += 1
+            chosen.append(item)
+            if len(chosen) == limit:
+                return chosen
+        else:
+            overflow.append(item)
+    chosen.extend(overflow[: limit - len(chosen)])
+    return chosen
+
+
+def _shorten(line: str) -> str:
+    line = line.rstrip()
+    return line if len(line) <= SNIPPET_LINE_CHARS else line[: SNIPPET_LINE_CHARS - 1] + "…"
+
+
+def _snippet(lines: Sequence[str]) -> str:
+    return textwrap.dedent("\n".join(_shorten(line.replace("\t", "    ")) for line in lines)).strip("\n")
+
+
+def _question_hit(candidate: _Candidate, query_tokens: set[str], index: CodeIndex) -> Hit:
+    text: str = candidate.get("words")
+    lines = text.split("\n")
+    start = int(candidate.get("start", 1))
+    line = int(candidate.get("line", start))
+    end_line = int(candidate.get("end_line", line))
+    symbol = candidate.get("name_words") or None
+    if candidate.get("doc_type") == "def":
+        # The symbol's head: its definition line on, blank lines dropped.
+        offset = max(0, line - start)
+        head = [entry for entry in lines[offset:] if entry.strip()][:SNIPPET_LINES]
+        snippet = _snippet(head)
+    else:
+        best, best_score = 0, -1
+        for number, entry in enumerate(lines):
+            if not entry.strip():
+                continue
+            score = len(query_tokens.intersection(index.words.analyze(entry))) if query_tokens else 0
+            if score > best_score:
+                best, best_score = number, score
+        first = max(0, best - 1)
+        snippet = _snippet(lines[first : first + SNIPPET_LINES - 1])
+        line = start + best
+    return Hit(
+        repo=candidate.get("repo"),
+        path=candidate.get("path"),
+        line=line,
+        end_line=max(line, end_line),
+        symbol=symbol,
+        kind=candidate.get("kind") or None,
+        language=candidate.get("lang") or None,
+        score=round(candidate.score, 5),
+        snippet=snippet,
+    )
+
+
+# -- pattern mode -----------------------------------------------------------------------------------
+
+_DEFINITION_LINE = re.compile(
+    r"\s*(?:@\w+\s+)?(?:(?:export|default|public|private|protected|internal|static|final|abstract|async|pub"
+    r"|pub\(crate\)|override|virtual|inline|extern|unsafe|const)\s+)*"
+    r"(?:def|class|func|function|fn|struct|interface|enum|trait|impl|type|module|namespace|record|union)\b"
+)
+
+
+def _pattern(
+    index: CodeIndex, pattern: str, scope: list[str] | None, known: dict[str, RepoEntry], limit: int
+) -> SearchResult:
+    if len(pattern) > regex.MAX_PATTERN_CHARS:
+        return SearchResult(
+            error=f"invalid pattern: longer than {regex.MAX_PATTERN_CHARS} characters", code="invalid_pattern"
+        )
+    settings = get_settings()
+    names = scope or sorted(known)
+    repos = [known[name] for name in names]
+    roots = [Path(repo.root) for repo in repos]
+    present = [i for i, root in enumerate(roots) if root.is_dir()]
+    if not present:
+        return SearchResult(error="the indexed repositories are not on this machine", code="no_index")
+    try:
+        outcome = regex.search(
+            pattern,
+            [roots[i] for i in present],
+            max_matches=PATTERN_MAX_MATCHES,
+            timeout=settings.search.regex_timeout,
+            max_filesize=settings.search.max_file_bytes,
+        )
+    except regex.RipgrepMissing as exc:
+        log.error("pattern search unavailable: %s", exc)
+        return SearchResult(error="pattern search is not available on this server", code="unavailable")
+    if outcome.error:
+        return SearchResult(error=f"invalid pattern: {outcome.error}", code="invalid_pattern")
+
+    matches = []
+    for match in outcome.matches:
+        repo = repos[present[match.root]]
+        if match.path in index.indexed_paths(repo.name):
+            matches.append((repo.name, match))
+    matches.sort(key=lambda item: (item[0], item[1].path, item[1].line))
+    # Definitions first (a pattern for a name usually wants where it is defined), then path order.
+    ranked = sorted(matches, key=lambda item: 0 if _DEFINITION_LINE.match(item[1].text) else 1)
+    chosen = _spread(ranked, limit, lambda item: (item[0], item[1].path))
+    spans = _spans(index, {(repo, match.path) for repo, match in chosen})
+
+    def enclosing(repo: str, path: str, line: int) -> SymbolSpan | None:
+        inside = [s for s in spans.get((repo, path), ()) if s.line <= line <= s.end_line]
+        return min(inside, key=lambda s: s.end_line - s.line) if inside else None
+
+    hits = []
+    for rank, (repo, match) in enumerate(chosen):
+        span = enclosing(repo, match.path, match.line)
+        context = [match.context[n] for n in range(match.line - 1, match.line + 2) if n in match.context]
+        hits.append(
+            Hit(
+                repo=repo,
+                path=match.path,
+                line=match.line,
+                end_line=match.line,
+                symbol=span.symbol if span else None,
+                kind="match",
+                language=detect(match.path),
+                score=round(1.0 / (rank + 1), 5),
+                snippet=_snippet(context or [match.text]),
+            )
+        )
+    note = None
+    if outcome.timed_out:
+        note = f"the pattern search stopped after {settings.search.regex_timeout:g}s; results may be incomplete"
+    elif outcome.truncated:
+        note = f"the pattern matched more than {PATTERN_MAX_MATCHES} lines; showing the first ones"
+    if not hits and outcome.timed_out:
+        return SearchResult(error=note, code="timeout", kinds=["regex"])
+    return SearchResult(hits=hits, kinds=["regex"], note=note)
+
+
+def _spans(index: CodeIndex, files: set[tuple[str, str]]) -> dict[tuple[str, str], list[SymbolSpan]]:
+    if not files:
+        return {}
+    found: dict[tuple[str, str], list[SymbolSpan]] = defaultdict(list)
+    for repo, path, span in index.symbol_spans_for([file_key(repo, path) for repo, path in files]):
+        found[(repo, path)].append(span)
+    return found

@@ -1,0 +1,138 @@
+"""One file from bytes to index documents: read, hash, content checks, symbols, chunks.
+
+Pure and picklable, so the indexer can run it in worker processes (tree-sitter parsing is the
+expensive part of indexing) and tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+from services.code_search import languages
+from services.code_search.chunker import chunk_file
+from services.code_search.symbols import Symbol, extract
+from services.code_search.walker import Candidate
+
+log = logging.getLogger(__name__)
+
+BINARY_SNIFF_BYTES = 8192
+_CPP_HINT = re.compile(rb"^\s*(?:class\s+\w+\s*[:{]|namespace\s+\w+|template\s*<)|\bstd::", re.MULTILINE)
+# Minified or generated: long files whose lines average beyond what people write.
+MINIFIED_MIN_BYTES = 4096
+MINIFIED_AVG_LINE = 300
+
+
+def file_key(repo: str, path: str) -> str:
+    """The key shared by every index document of one file (what a re-index deletes by)."""
+    return f"{repo}\x00{path}"
+
+
+@dataclass(slots=True)
+class FileResult:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str = ""
+    language: str = ""
+    skip: str = ""  # why the file is not indexed, "" when it is
+    unchanged: bool = False  # same content as the index already holds: nothing to re-add
+    lines: int = 0
+    symbols: int = 0
+    chunks: int = 0
+    docs: list[str] = field(default_factory=list)  # JSON documents for the index
+
+    def file_record(self, repo: str) -> dict[str, object]:
+        return {
+            "doc_type": "file",
+            "file_key": file_key(repo, self.path),
+            "repo": repo,
+            "path": self.path,
+            "path_words": self.path,
+            "lang": self.language,
+            "hash": self.hash,
+            "skip": self.skip,
+            "mtime": self.mtime_ns,
+            "size": self.size,
+            "lines": self.lines,
+            "symbols": self.symbols,
+            "chunks": self.chunks,
+        }
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def content_skip_reason(data: bytes) -> str | None:
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        return "binary"
+    if len(data) >= MINIFIED_MIN_BYTES and len(data) / (data.count(b"\n") + 1) > MINIFIED_AVG_LINE:
+        return "minified"
+    return None
+
+
+def _symbols(data: bytes, language: str, path: str) -> list[Symbol]:
+    if not languages.has_grammar(language):
+        return []
+    try:
+        return extract(data, language)
+    except Exception:  # a grammar bug must not lose the file: it is still indexed as text
+        log.warning("symbol extraction failed for %s (%s)", path, language, exc_info=True)
+        return []
+
+
+def process_file(repo: str, candidate: Candidate, known_hash: str = "") -> FileResult:
+    result = FileResult(path=candidate.rel, size=candidate.size, mtime_ns=candidate.mtime_ns)
+    try:
+        with open(candidate.abs, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        result.skip = "unreadable"
+        return result
+    result.size = len(data)
+    result.hash = content_hash(data)
+    language = languages.detect(candidate.rel) or ""
+    if language == "c" and candidate.rel.endswith(".h") and _CPP_HINT.search(data):
+        language = "cpp"  # a C++ header: the C grammar would lose its classes
+    result.language = language
+    if known_hash and known_hash == result.hash:
+        result.unchanged = True
+        return result
+    reason = content_skip_reason(data)
+    if reason is not None:
+        result.skip = reason
+        return result
+    text = data.decode("utf-8", errors="replace")
+    symbols = _symbols(data, language, candidate.rel)
+    chunks = chunk_file(text, language or None, symbols)
+    result.lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    result.symbols = len(symbols)
+    result.chunks = len(chunks)
+    key = file_key(repo, candidate.rel)
+    docs = []
+    for chunk in chunks:
+        doc: dict[str, object] = {
+            "doc_type": "def" if chunk.is_def else "chunk",
+            "file_key": key,
+            "repo": repo,
+            "path": candidate.rel,
+            "path_words": candidate.rel,
+            "lang": language,
+            "kind": chunk.kind,
+            "words": chunk.text,
+            "line": chunk.line,
+            "end_line": chunk.end,
+            "start": chunk.start,
+        }
+        if chunk.symbol:
+            doc["name_words"] = chunk.symbol
+        if chunk.name:
+            doc["name"] = chunk.name.lower()
+            doc["qualified"] = chunk.symbol.lower()
+        docs.append(json.dumps(doc))
+    result.docs = docs
+    return result

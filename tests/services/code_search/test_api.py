@@ -1,0 +1,68 @@
+"""POST /api/v1/search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from services.code_search.api import router
+from services.code_search.engine import index_repository
+
+
+@pytest.fixture
+def client(database: str, sample_repo: Path) -> TestClient:
+    index_repository(sample_repo)
+    app = FastAPI()
+    app.include_router(router)
+    return TestClient(app)
+
+
+def test_a_question_returns_hits(client: TestClient) -> None:
+    response = client.post("/api/v1/search", json={"query": "where is the webhook signature verified?", "limit": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["hits"]) == 2 and body["error"] is None and body["kinds"] == ["symbol", "keyword"]
+    assert body["hits"][0] | {"score": 0, "snippet": ""} == {
+        "repo": "sample_repo", "path": "webhooks/security.py", "line": 22, "end_line": 31,
+        "symbol": "verify_twilio_signature", "kind": "function", "language": "python", "score": 0, "snippet": "",
+    }
+
+
+def test_a_pattern_search(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/search", json={"query": r"def \w+_signature", "mode": "pattern", "repos": ["sample_repo"]}
+    )
+    assert response.status_code == 200
+    assert {(h["path"], h["line"]) for h in response.json()["hits"]} == {
+        ("webhooks/security.py", 15), ("webhooks/security.py", 22), ("webhooks/security.py", 34),
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"query": ""}, "empty"),
+        ({"query": "   "}, "empty"),
+        ({"query": "x" * 1500}, "too long"),
+        ({"query": "x" * 100_000}, "too long"),
+        ({"query": "(unclosed", "mode": "pattern"}, "invalid pattern"),
+    ],
+)
+def test_unusable_queries_are_400_with_a_reason(client: TestClient, body: dict[str, object], reason: str) -> None:
+    response = client.post("/api/v1/search", json=body)
+    assert response.status_code == 400
+    assert reason in response.json()["detail"]
+
+
+def test_malformed_requests_are_422(client: TestClient) -> None:
+    assert client.post("/api/v1/search", json={"query": "x", "mode": "sql"}).status_code == 422
+    assert client.post("/api/v1/search", json={"query": "x", "limit": 0}).status_code == 422
+
+
+def test_an_unknown_repository_is_an_error_not_a_failure(client: TestClient) -> None:
+    response = client.post("/api/v1/search", json={"query": "session", "repos": ["nope"]})
+    assert response.status_code == 200
+    assert response.json()["hits"] == [] and "nope" in response.json()["error"]
