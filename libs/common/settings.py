@@ -97,6 +97,8 @@ class SearchSettings(_Base):
     max_file_bytes: int = Field(2 * 1024 * 1024, alias="INDEX_MAX_FILE_BYTES")
     result_limit: int = Field(8, alias="SEARCH_RESULT_LIMIT")
     regex_timeout: float = Field(5.0, alias="SEARCH_REGEX_TIMEOUT")
+    # Indexed by the code_search worker at start: "name=path,name2=path2" or plain paths.
+    repos: str = Field("", alias="REPOS")
 
     def resolved_index_dir(self, app: AppSettings) -> Path:
         return Path(self.index_dir) if self.index_dir else app.data_dir / "index"
@@ -106,6 +108,8 @@ class AISettings(_Base):
     openai_api_key: str = Field("", alias="OPENAI_API_KEY")
     openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
     openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
+    # Retries of 408/409/429/5xx inside the SDK (exponential backoff) before falling back.
+    openai_max_retries: int = Field(2, alias="OPENAI_MAX_RETRIES")
     timeout: float = Field(30.0, alias="AI_TIMEOUT")
     max_answer_chars: int = Field(3000, alias="AI_MAX_ANSWER_CHARS")
 

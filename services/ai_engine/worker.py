@@ -1,0 +1,43 @@
+"""The ai_engine worker: search.completed -> ai.response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from libs.common import bus
+from libs.common.events import Envelope, EventType, SearchCompleted, Service, derived_id
+from libs.common.settings import get_settings
+from services.ai_engine.composer import compose_response
+
+log = logging.getLogger(__name__)
+
+SERVICE = Service.AI_ENGINE
+
+
+def handle_search_completed(envelope: Envelope) -> None:
+    completed = envelope.data()
+    if not isinstance(completed, SearchCompleted):
+        raise bus.PermanentError(f"expected search.completed, got {envelope.type.value}")
+    response = compose_response(completed)
+    log.info(
+        "answered %s with %s in %.0f ms (%d hits, fallback=%s)",
+        envelope.correlation_id, response.answerer, response.latency_ms, len(completed.hits),
+        response.fallback_reason or "-",
+    )
+    # Same id on redelivery: the processor keeps one answer per turn.
+    event_id = derived_id(envelope.correlation_id, EventType.AI_RESPONSE)
+    bus.publish(Envelope.new(response, envelope.correlation_id, source=SERVICE.value, event_id=event_id))
+
+
+HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
+    EventType.SEARCH_COMPLETED: handle_search_completed,
+}
+
+
+def startup() -> None:
+    ai = get_settings().ai
+    if ai.openai_api_key:
+        log.info("answering with OpenAI model %s (offline answerer as fallback)", ai.openai_model)
+    else:
+        log.info("no AI provider configured: answering with the offline answerer")
