@@ -29,7 +29,7 @@ def serve(
 ) -> None:
     """Embedded: every service in one process (SQLite, in-memory broker, no keys needed)."""
     # Embedded means the in-process broker: thread workers share one Celery app and its memory queues.
-    os.environ["BROKER_URL"] = "memory://"
+    os.environ["BROKER_URL"] = "memory://localhost/"
     get_settings.cache_clear()
     settings = get_settings()
     configure_logging("repotalk")

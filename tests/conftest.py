@@ -70,7 +70,7 @@ def base_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     env = {
         "REPOTALK_ENV": "test",
         "REPOTALK_DATA_DIR": str(tmp_path / "data"),
-        "BROKER_URL": "memory://",
+        "BROKER_URL": "memory://localhost/",
         "SECRET_KEY": "test-secret-key-0123456789abcdef0123456789",
     }
     apply_env(monkeypatch, **env)

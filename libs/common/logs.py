@@ -68,6 +68,6 @@ def configure_logging(service: str = "repotalk") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.app.log_level.upper())
-    for noisy in ("celery", "kombu", "amqp", "httpx", "urllib3", "twilio", "uvicorn.access"):
+    for noisy in ("celery", "kombu", "amqp", "httpx", "urllib3", "twilio", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     _configured = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -22,17 +23,33 @@ def alembic_config() -> Config:
 
 def migrate(revision: str = "head") -> None:
     """Upgrade the configured database to ``revision``."""
+    _run(command.upgrade, revision)
+
+
+def downgrade(revision: str) -> None:
+    """Downgrade the configured database to ``revision`` ("base": no tables)."""
+    _run(command.downgrade, revision)
+
+
+def _run(step: Callable[[Config, str], None], revision: str) -> None:
     with get_engine().begin() as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        step(config, revision)
 
 
 def create_schema() -> None:
-    """The schema tests start from.
+    """The schema tests start from: exactly what `repotalk migrate` produces."""
+    migrate()
 
-    TODO(integration): switch to migrate() once the first revision is generated from the models.
-    """
+
+def pending_changes() -> list[object]:
+    """Differences between the models and the migrated database (empty when migrations are complete)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     from libs.common.db import Base
 
-    Base.metadata.create_all(get_engine())
+    with get_engine().connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))

@@ -47,7 +47,7 @@ class DatabaseSettings(_Base):
 
 class BrokerSettings(_Base):
     # "memory://" runs every worker in-process (embedded); "redis://..." is the distributed broker.
-    url: str = Field("memory://", alias="BROKER_URL")
+    url: str = Field("memory://localhost/", alias="BROKER_URL")
     # Must exceed the longest task run plus any retry delay (FACTS: shorter re-runs tasks).
     visibility_timeout: int = Field(600, alias="BROKER_VISIBILITY_TIMEOUT")
     # How often a worker looks for messages abandoned by a dead worker.

@@ -237,7 +237,8 @@ def _publish_sent(envelope: Envelope, reply: ReplyReady, chunk: _Chunk, provider
 
 
 def _publish_failed(envelope: Envelope, user_id: str | None, reason: str, error_code: str | None, key: str) -> None:
-    event = MessageFailed(user_id=user_id, stage="send", reason=reason, error_code=error_code)
+    # Stage "gateway": the processor must not apologise over the channel that just failed (it would loop).
+    event = MessageFailed(user_id=user_id, stage=Service.GATEWAY.value, reason=reason, error_code=error_code)
     bus.publish(Envelope.new(
         event, envelope.correlation_id, source=SOURCE,
         event_id=derived_id(envelope.correlation_id, EventType.MESSAGE_FAILED, f"{envelope.id}:{key}"),

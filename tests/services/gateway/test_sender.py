@@ -111,7 +111,7 @@ def test_persistent_429_fails_after_max_attempts(fake_twilio: FakeTwilio, monkey
     assert report.failed and report.error_code == "20429"
     [event] = sent
     failed = event.data()
-    assert isinstance(failed, MessageFailed) and failed.error_code == "20429" and failed.stage == "send"
+    assert isinstance(failed, MessageFailed) and failed.error_code == "20429" and failed.stage == "gateway"
     assert _rows(reply.id)[0].status == "failed"
 
 
