@@ -21,23 +21,45 @@ class _Base(BaseSettings):
 
 
 class AppSettings(_Base):
-    env: Literal["development", "test", "production"] = Field("development", alias="REPOTALK_ENV")
-    data_dir: Path = Field(Path("data"), alias="REPOTALK_DATA_DIR")
-    log_level: str = Field("INFO", alias="LOG_LEVEL")
-    log_format: Literal["auto", "json", "text"] = Field("auto", alias="LOG_FORMAT")
-    port: int = Field(8000, alias="PORT")
-    host: str = Field("127.0.0.1", alias="HOST")
+    env: Literal["development", "test", "production"] = Field(
+        "development",
+        alias="REPOTALK_ENV",
+        description="development, test or production (production refuses development secrets)",
+    )
+    data_dir: Path = Field(
+        Path("data"), alias="REPOTALK_DATA_DIR", description="where the embedded SQLite file and the search index live"
+    )
+    log_level: str = Field("INFO", alias="LOG_LEVEL", description="log level")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", alias="LOG_FORMAT", description="auto (JSON in production, text otherwise), json or text"
+    )
+    port: int = Field(8000, alias="PORT", description="HTTP port of `serve` and `gateway`")
+    host: str = Field("127.0.0.1", alias="HOST", description="interface to bind (0.0.0.0 in containers)")
     # The URL Twilio calls, as Twilio sees it (scheme, host, port, prefix); used to verify signatures
     # behind TLS-terminating proxies. Empty: rebuilt from the request (and trusted X-Forwarded-*).
-    public_base_url: str = Field("", alias="PUBLIC_BASE_URL")
-    trust_forwarded_headers: bool = Field(False, alias="TRUST_FORWARDED_HEADERS")
-    max_request_bytes: int = Field(64 * 1024, alias="MAX_REQUEST_BYTES")
+    public_base_url: str = Field(
+        "",
+        alias="PUBLIC_BASE_URL",
+        description="the URL Twilio calls, as Twilio sees it; signatures are verified against it",
+    )
+    trust_forwarded_headers: bool = Field(
+        False,
+        alias="TRUST_FORWARDED_HEADERS",
+        description="rebuild the signed URL from X-Forwarded-Proto/Host/Port (behind your own proxy)",
+    )
+    max_request_bytes: int = Field(
+        64 * 1024, alias="MAX_REQUEST_BYTES", description="largest webhook body accepted (413 beyond)"
+    )
 
 
 class DatabaseSettings(_Base):
     # Empty means the embedded SQLite file under REPOTALK_DATA_DIR.
-    url: str = Field("", alias="DATABASE_URL")
-    pool_size: int = Field(5, alias="DATABASE_POOL_SIZE")
+    url: str = Field(
+        "",
+        alias="DATABASE_URL",
+        description="Postgres (`postgresql+psycopg://…`) or SQLite URL; empty: SQLite under the data dir",
+    )
+    pool_size: int = Field(5, alias="DATABASE_POOL_SIZE", description="connections kept per process")
 
     def resolved_url(self, app: AppSettings) -> str:
         if self.url:
@@ -47,29 +69,75 @@ class DatabaseSettings(_Base):
 
 class BrokerSettings(_Base):
     # "memory://" runs every worker in-process (embedded); "redis://..." is the distributed broker.
-    url: str = Field("memory://localhost/", alias="BROKER_URL")
+    url: str = Field(
+        "memory://localhost/",
+        alias="BROKER_URL",
+        description="`redis://…` (distributed) or `memory://` (embedded, one process)",
+    )
     # Must exceed the longest task run plus any retry delay (FACTS: shorter re-runs tasks).
-    visibility_timeout: int = Field(600, alias="BROKER_VISIBILITY_TIMEOUT")
+    visibility_timeout: int = Field(
+        600,
+        alias="BROKER_VISIBILITY_TIMEOUT",
+        description="seconds before a dead worker's unacknowledged task is redelivered; must exceed the longest task",
+    )
     # How often a worker looks for messages abandoned by a dead worker.
-    restore_interval: int = Field(5, alias="BROKER_RESTORE_INTERVAL")
-    publish_timeout: float = Field(2.0, alias="BROKER_PUBLISH_TIMEOUT")
-    key_prefix: str = Field("", alias="BROKER_KEY_PREFIX")
-    worker_pool: Literal["solo", "threads", "prefork"] = Field("threads", alias="WORKER_POOL")
-    worker_concurrency: int = Field(4, alias="WORKER_CONCURRENCY")
-    outbox_relay_interval: float = Field(1.0, alias="OUTBOX_RELAY_INTERVAL")
+    restore_interval: int = Field(
+        5,
+        alias="BROKER_RESTORE_INTERVAL",
+        description="how often workers look for tasks abandoned by a dead worker (seconds)",
+    )
+    publish_timeout: float = Field(
+        2.0,
+        alias="BROKER_PUBLISH_TIMEOUT",
+        description="how long a publish may wait for the broker before the outbox keeps the event",
+    )
+    key_prefix: str = Field(
+        "",
+        alias="BROKER_KEY_PREFIX",
+        description="prefix of every Redis key the broker uses (several deployments on one Redis)",
+    )
+    worker_pool: Literal["solo", "threads", "prefork"] = Field(
+        "threads", alias="WORKER_POOL", description="Celery pool of `repotalk worker`: threads, solo or prefork"
+    )
+    worker_concurrency: int = Field(4, alias="WORKER_CONCURRENCY", description="tasks a worker runs at once")
+    outbox_relay_interval: float = Field(
+        1.0,
+        alias="OUTBOX_RELAY_INTERVAL",
+        description="seconds between sweeps of the outbox for events not yet published",
+    )
 
 
 class TwilioSettings(_Base):
-    account_sid: str = Field("", alias="TWILIO_ACCOUNT_SID")
-    auth_token: str = Field(DEV_AUTH_TOKEN, alias="TWILIO_AUTH_TOKEN")
-    whatsapp_from: str = Field("whatsapp:+14155238886", alias="TWILIO_WHATSAPP_FROM")
+    account_sid: str = Field(
+        "", alias="TWILIO_ACCOUNT_SID", description="Twilio account; empty: replies go to the built-in sandbox channel"
+    )
+    auth_token: str = Field(
+        DEV_AUTH_TOKEN,
+        alias="TWILIO_AUTH_TOKEN",
+        description="verifies webhook signatures and authenticates REST calls (required in production)",
+    )
+    whatsapp_from: str = Field(
+        "whatsapp:+14155238886", alias="TWILIO_WHATSAPP_FROM", description="the WhatsApp sender replies come from"
+    )
     # Tests point the official SDK at a local server that speaks Twilio's REST API.
-    api_base_url: str = Field("", alias="TWILIO_API_BASE_URL")
+    api_base_url: str = Field(
+        "", alias="TWILIO_API_BASE_URL", description="send Twilio REST calls elsewhere (tests use a local server)"
+    )
     # Approved template sent instead of free text outside the 24-hour customer-service window.
-    template_content_sid: str = Field("", alias="TWILIO_TEMPLATE_CONTENT_SID")
-    status_callback_url: str = Field("", alias="TWILIO_STATUS_CALLBACK_URL")
-    send_max_attempts: int = Field(5, alias="TWILIO_SEND_MAX_ATTEMPTS")
-    send_backoff_base: float = Field(0.5, alias="TWILIO_SEND_BACKOFF_BASE")
+    template_content_sid: str = Field(
+        "",
+        alias="TWILIO_TEMPLATE_CONTENT_SID",
+        description="approved template sent instead of free text outside the 24-hour window",
+    )
+    status_callback_url: str = Field(
+        "",
+        alias="TWILIO_STATUS_CALLBACK_URL",
+        description="status callback URL given with each message (e.g. https://host/webhooks/twilio/status)",
+    )
+    send_max_attempts: int = Field(5, alias="TWILIO_SEND_MAX_ATTEMPTS", description="attempts per chunk on 429 and 5xx")
+    send_backoff_base: float = Field(
+        0.5, alias="TWILIO_SEND_BACKOFF_BASE", description="first backoff delay in seconds (doubles, with jitter)"
+    )
 
     @property
     def sandbox(self) -> bool:
@@ -78,40 +146,62 @@ class TwilioSettings(_Base):
 
 
 class SecuritySettings(_Base):
-    secret_key: str = Field(DEV_SECRET_KEY, alias="SECRET_KEY")
+    secret_key: str = Field(
+        DEV_SECRET_KEY,
+        alias="SECRET_KEY",
+        description="keys the user-id hash and, without ENCRYPTION_KEYS, encryption; 32+ characters in production",
+    )
     # Comma-separated Fernet keys, newest first; empty derives one from SECRET_KEY.
-    encryption_keys: str = Field("", alias="ENCRYPTION_KEYS")
+    encryption_keys: str = Field(
+        "", alias="ENCRYPTION_KEYS", description="comma-separated Fernet keys, newest first, for personal data at rest"
+    )
 
 
 class ConversationSettings(_Base):
-    rate_limit_per_minute: int = Field(10, alias="RATE_LIMIT_PER_MINUTE")
-    session_idle_minutes: int = Field(30, alias="SESSION_IDLE_MINUTES")
-    history_turns: int = Field(6, alias="HISTORY_TURNS")
-    max_body_chars: int = Field(4096, alias="MAX_MESSAGE_CHARS")
-    whatsapp_window_hours: int = Field(24, alias="WHATSAPP_WINDOW_HOURS")
+    rate_limit_per_minute: int = Field(
+        10, alias="RATE_LIMIT_PER_MINUTE", description="messages per user per rolling minute (0: no limit)"
+    )
+    session_idle_minutes: int = Field(
+        30, alias="SESSION_IDLE_MINUTES", description="idle time after which a conversation starts afresh"
+    )
+    history_turns: int = Field(6, alias="HISTORY_TURNS", description="previous exchanges given to the answerer")
+    max_body_chars: int = Field(4096, alias="MAX_MESSAGE_CHARS", description="longest question accepted")
+    whatsapp_window_hours: int = Field(
+        24, alias="WHATSAPP_WINDOW_HOURS", description="WhatsApp's customer-service window"
+    )
 
 
 class SearchSettings(_Base):
     # Empty: <REPOTALK_DATA_DIR>/index.
-    index_dir: str = Field("", alias="INDEX_DIR")
-    max_file_bytes: int = Field(2 * 1024 * 1024, alias="INDEX_MAX_FILE_BYTES")
-    result_limit: int = Field(8, alias="SEARCH_RESULT_LIMIT")
-    regex_timeout: float = Field(5.0, alias="SEARCH_REGEX_TIMEOUT")
+    index_dir: str = Field("", alias="INDEX_DIR", description="search index directory; empty: `<data dir>/index`")
+    max_file_bytes: int = Field(
+        2 * 1024 * 1024,
+        alias="INDEX_MAX_FILE_BYTES",
+        description="files larger than this are skipped (and counted as oversized)",
+    )
+    result_limit: int = Field(8, alias="SEARCH_RESULT_LIMIT", description="hits per question")
+    regex_timeout: float = Field(5.0, alias="SEARCH_REGEX_TIMEOUT", description="seconds a `/search` pattern may run")
     # Indexed by the code_search worker at start: "name=path,name2=path2" or plain paths.
-    repos: str = Field("", alias="REPOS")
+    repos: str = Field(
+        "", alias="REPOS", description="repositories a code_search worker indexes at start: `name=path,…`"
+    )
 
     def resolved_index_dir(self, app: AppSettings) -> Path:
         return Path(self.index_dir) if self.index_dir else app.data_dir / "index"
 
 
 class AISettings(_Base):
-    openai_api_key: str = Field("", alias="OPENAI_API_KEY")
-    openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
-    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
+    openai_api_key: str = Field(
+        "", alias="OPENAI_API_KEY", description="enables OpenAI answers (otherwise the offline answerer)"
+    )
+    openai_base_url: str = Field(
+        "", alias="OPENAI_BASE_URL", description="OpenAI-compatible server (Ollama, vLLM, llama.cpp, …)"
+    )
+    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", description="model name")
     # Retries of 408/409/429/5xx inside the SDK (exponential backoff) before falling back.
-    openai_max_retries: int = Field(2, alias="OPENAI_MAX_RETRIES")
-    timeout: float = Field(30.0, alias="AI_TIMEOUT")
-    max_answer_chars: int = Field(3000, alias="AI_MAX_ANSWER_CHARS")
+    openai_max_retries: int = Field(2, alias="OPENAI_MAX_RETRIES", description="SDK retries per request")
+    timeout: float = Field(30.0, alias="AI_TIMEOUT", description="seconds per model call")
+    max_answer_chars: int = Field(3000, alias="AI_MAX_ANSWER_CHARS", description="longest answer composed")
 
 
 class Settings:
