@@ -31,6 +31,10 @@ class Proc:
         return self.popen.poll() is None
 
 
+# The gateway's HTTP process; "gateway" names its Celery worker (the reply sender), like every service.
+HTTP = "http"
+
+
 def _ready_file(run_dir: Path, service: str) -> Path:
     return run_dir / f"{service}.ready"
 
@@ -70,7 +74,7 @@ class Stack:
         for service in self.services:
             self.start_worker(service)
         if self.gateway:
-            self._spawn("gateway", ["gateway"])
+            self._spawn(HTTP, ["gateway"])
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60.0, services: Sequence[Service] | None = None) -> None:
@@ -90,15 +94,15 @@ class Stack:
 
     def _wait_http(self, deadline: float) -> None:
         while time.monotonic() < deadline:
-            if not self.procs["gateway"].alive():
-                raise RuntimeError(f"gateway exited early:\n{self.tail('gateway')}")
+            if not self.procs[HTTP].alive():
+                raise RuntimeError(f"the HTTP gateway exited early:\n{self.tail(HTTP)}")
             try:
                 if httpx.get(f"{self.base_url}/ready", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"gateway not ready:\n{self.tail('gateway')}")
+        raise RuntimeError(f"the HTTP gateway is not ready:\n{self.tail(HTTP)}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]

@@ -24,9 +24,10 @@ import hmac
 import json
 import re
 import threading
+import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +55,8 @@ class FakeMessage:
     status_callback: str | None
     date_created: str
     status: str = "queued"
+    # When the fake accepted it (time.monotonic() of this process): end-to-end latency in bench/.
+    received_monotonic: float = field(default_factory=time.monotonic)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

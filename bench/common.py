@@ -1,0 +1,103 @@
+"""Shared pieces of the benchmarks: a throwaway Postgres database and Redis prefix, percentiles, RSS,
+and the side-by-side table every benchmark prints."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[str]:
+    name = f"repotalk_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{PG_ADMIN.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def scratch_redis_prefix() -> Iterator[str]:
+    prefix = f"repotalk-bench-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+@dataclass
+class Row:
+    metric: str
+    measured: float
+    baseline: float | None
+    unit: str
+    higher_is_better: bool = False
+
+    def ratio(self) -> str:
+        if self.baseline in (None, 0) or math.isnan(self.measured):
+            return ""
+        assert self.baseline is not None
+        return f"{self.measured / self.baseline:.2f}x"
+
+    def verdict(self) -> str:
+        if self.baseline is None or math.isnan(self.measured):
+            return ""
+        ok = self.measured >= self.baseline if self.higher_is_better else self.measured <= self.baseline
+        return "meets" if ok else "MISSES"
+
+
+def print_table(title: str, rows: Sequence[Row], baseline_label: str) -> None:
+    print(f"\n{title}")
+    header = f"{'metric':<34} {'measured':>12} {baseline_label:>12} {'ratio':>8}  verdict"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        base = "" if row.baseline is None else f"{row.baseline:,.1f}"
+        print(f"{row.metric:<34} {row.measured:>12,.1f} {base:>12} {row.ratio():>8}  {row.verdict()}")
