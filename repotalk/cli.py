@@ -74,7 +74,7 @@ def worker(
     service: Annotated[str, typer.Argument(help="gateway, processor, code_search, ai_engine or analytics")],
 ) -> None:
     """A Celery worker consuming one service's queue."""
-    from celery.signals import worker_ready
+    from celery.signals import worker_ready, worker_shutdown
 
     from libs.common import bus
     from repotalk.services import parse_service, worker_module
@@ -87,7 +87,7 @@ def worker(
     configure_logging(svc.value)
     module = worker_module(svc)
     celery = bus.get_celery()
-    bus.register_service(celery, module.SERVICE, module.HANDLERS)
+    bus.register_service(celery, module.SERVICE, module.HANDLERS, getattr(module, "BATCH_HANDLER", None))
     module.startup()
     run_dir = os.environ.get("REPOTALK_RUN_DIR")
 
@@ -96,6 +96,10 @@ def worker(
         if run_dir:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             (Path(run_dir) / f"{svc.value}.ready").write_text(str(os.getpid()))
+
+    @worker_shutdown.connect(weak=False)
+    def _flush(**_: Any) -> None:
+        bus.flush_batches()
 
     options = bus.worker_options(settings, svc)
     celery.Worker(**options, loglevel=settings.app.log_level.upper(), redirect_stdouts=False).start()

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def register_all(app: Celery, services: tuple[Service, ...] = tuple(Service)) -> None:
     for service in services:
         module = worker_module(service)
-        bus.register_service(app, module.SERVICE, module.HANDLERS)
+        bus.register_service(app, module.SERVICE, module.HANDLERS, getattr(module, "BATCH_HANDLER", None))
 
 
 @contextmanager
@@ -38,6 +38,7 @@ def embedded_workers(services: tuple[Service, ...] = tuple(Service)) -> Iterator
             workers.append(worker)
         yield workers
     finally:
+        bus.flush_batches()
         for worker in workers:
             worker.stop()
 

@@ -6,6 +6,7 @@ Delivery is at least once (acks late, reject on worker loss, prefetch 1): handle
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -20,12 +21,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from libs.common.events import Envelope, EventType, MessageFailed, Service, subscribers, task_name
+from libs.common.events import (
+    BATCHED_SUBSCRIBERS,
+    Envelope,
+    EventType,
+    MessageFailed,
+    Service,
+    batch_task_name,
+    subscribers,
+    task_name,
+)
 from libs.common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], None]
+BatchHandler = Callable[[list[Envelope]], None]
 
 # Infrastructure hiccups worth retrying: a restarting Postgres or Redis must not lose a turn.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -98,7 +109,12 @@ def get_celery() -> Celery:
 
 
 def reset() -> None:
-    """Forget the process's Celery app (tests switch brokers between cases)."""
+    """Forget the process's Celery app and batcher (tests switch brokers between cases)."""
+    global _batcher
+    with _batcher_lock:
+        if _batcher is not None:
+            _batcher.stop()
+            _batcher = None
     get_celery.cache_clear()
 
 
@@ -116,36 +132,133 @@ def capture_published() -> Iterator[list[Envelope]]:
         _capture = previous
 
 
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0.05, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def _send(app: Celery, name: str, queue: str, args: list[Any], producer: Any = None) -> None:
+    app.send_task(
+        name,
+        args=args,
+        queue=queue,
+        producer=producer,
+        retry=True,
+        retry_policy=RETRY_POLICY,
+        ignore_result=True,
+        # Celery would otherwise put repr(args) in the message headers: message bodies into anything that
+        # inspects tasks, and most of the cost of a publish.
+        argsrepr="<event>",
+        kwargsrepr="{}",
+    )
+
+
 def publish(envelope: Envelope, app: Celery | None = None) -> None:
     """Send one task per subscriber of the envelope's type. Raises if the broker is unreachable,
-    so callers that must not lose the event (the gateway) keep it in the outbox until it goes out."""
+    so callers that must not lose the event (the gateway) keep it in the outbox until it goes out.
+    Batched subscribers (analytics) get their copy through the process's batcher instead."""
     if _capture is not None:
         _capture.append(envelope)
         return
     app = app or get_celery()
     body = envelope.to_json()
-    retry_policy = {
-        "max_retries": 2,
-        "interval_start": 0.05,
-        "interval_step": 0.2,
-        "interval_max": 0.5,
-    }
-    targets = subscribers(envelope.type)
-    with app.producer_or_acquire() as producer:
-        for service in targets:
-            app.send_task(
-                task_name(service),
-                args=[body],
-                queue=service.value,
-                producer=producer,
-                retry=True,
-                retry_policy=retry_policy,
-                ignore_result=True,
-            )
+    direct = [s for s in subscribers(envelope.type) if s not in BATCHED_SUBSCRIBERS]
+    if direct:
+        with app.producer_or_acquire() as producer:
+            for service in direct:
+                _send(app, task_name(service), service.value, [body], producer)
+    for service in subscribers(envelope.type):
+        if service in BATCHED_SUBSCRIBERS:
+            batcher(app).add(service, body)
 
 
-def register_service(app: Celery, service: Service, handlers: Mapping[EventType, Handler]) -> Task:
-    """Register the Celery task that feeds a service's queue into its handlers."""
+class Batcher:
+    """Gathers a process's copies for batched subscribers and sends them as one task every few ms.
+
+    Analytics is not on a turn's path, so its copies may wait; a process killed with SIGKILL loses at
+    most one interval of them (never a user's message: those travel as direct tasks). While the broker
+    is down, batches are kept (bounded) and sent when it is back.
+    """
+
+    def __init__(self, app: Celery, interval: float, max_size: int, keep: int = 100_000) -> None:
+        self.app = app
+        self.interval = interval
+        self.max_size = max_size
+        self.keep = keep
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._buffers: dict[Service, list[dict[str, Any]]] = {}
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="event-batcher", daemon=True)
+        self._thread.start()
+
+    def add(self, service: Service, body: dict[str, Any]) -> None:
+        with self._lock:
+            buffer = self._buffers.setdefault(service, [])
+            buffer.append(body)
+            if len(buffer) > self.keep:
+                del buffer[: len(buffer) - self.keep]
+                self.dropped += 1
+            full = len(buffer) >= self.max_size
+        if full:
+            self._wake.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(len(b) for b in self._buffers.values())
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            buffers, self._buffers = self._buffers, {}
+        for service, bodies in buffers.items():
+            for start in range(0, len(bodies), self.max_size):
+                chunk = bodies[start : start + self.max_size]
+                try:
+                    _send(self.app, batch_task_name(service), service.value, [chunk])
+                except Exception as exc:
+                    log.warning("could not send %d %s events (%s); keeping them", len(chunk), service.value,
+                                type(exc).__name__)
+                    with self._lock:
+                        self._buffers.setdefault(service, [])[:0] = bodies[start:]
+                    break
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+
+_batcher: Batcher | None = None
+_batcher_lock = threading.Lock()
+
+
+def batcher(app: Celery | None = None) -> Batcher:
+    global _batcher
+    with _batcher_lock:
+        if _batcher is None:
+            settings = get_settings()
+            _batcher = Batcher(app or get_celery(), settings.broker.batch_interval, settings.broker.batch_max)
+            atexit.register(_batcher.stop)
+        return _batcher
+
+
+def flush_batches() -> None:
+    """Send what the batcher holds now (shutdown, tests)."""
+    if _batcher is not None:
+        _batcher.flush()
+
+
+def register_service(
+    app: Celery, service: Service, handlers: Mapping[EventType, Handler], batch_handler: BatchHandler | None = None
+) -> Task:
+    """Register the Celery task that feeds a service's queue into its handlers (and, for a batched
+    subscriber, the task that takes lists of events: ``batch_handler`` or each event's handler in turn)."""
 
     @app.task(name=task_name(service), bind=True, shared=False, max_retries=MAX_TRANSIENT_RETRIES)
     def handle(self: Task, raw: dict[str, Any]) -> None:
@@ -160,22 +273,47 @@ def register_service(app: Celery, service: Service, handlers: Mapping[EventType,
         try:
             handler(envelope)
         except Exception as exc:
-            if is_transient(exc) and self.request.retries < MAX_TRANSIENT_RETRIES:
-                delay = min(30.0, 0.5 * 2**self.request.retries) * (0.5 + random.random())
-                log.warning(
-                    "transient failure handling %s for %s (attempt %d): %s; retrying in %.1fs",
-                    envelope.type.value, envelope.correlation_id, self.request.retries + 1,
-                    type(exc).__name__, delay,
-                )
-                raise self.retry(exc=exc, countdown=delay) from exc
-            log.exception(
-                "handler for %s failed on %s (correlation %s)",
-                envelope.type.value, service.value, envelope.correlation_id,
-            )
-            if envelope.type is not EventType.MESSAGE_FAILED:
-                report_failure(envelope, service, exc)
+            _retry_or_report(self, service, [envelope], exc)
+
+    if service in BATCHED_SUBSCRIBERS:
+
+        @app.task(name=batch_task_name(service), bind=True, shared=False, max_retries=MAX_TRANSIENT_RETRIES)
+        def handle_batch(self: Task, raws: list[dict[str, Any]]) -> None:
+            envelopes = []
+            for raw in raws:
+                try:
+                    envelopes.append(Envelope.from_json(raw))
+                except Exception:
+                    log.error("dropping a malformed event from a %s batch", service.value)
+            try:
+                if batch_handler is not None:
+                    batch_handler(envelopes)
+                    return
+                for envelope in envelopes:
+                    handler = handlers.get(envelope.type)
+                    if handler is not None:
+                        handler(envelope)
+            except Exception as exc:
+                _retry_or_report(self, service, envelopes, exc)
 
     return handle
+
+
+def _retry_or_report(task: Task, service: Service, envelopes: list[Envelope], exc: Exception) -> None:
+    """Retry a transient failure with backoff and jitter; report anything else as message.failed."""
+    first = envelopes[0] if envelopes else None
+    label = f"{first.type.value} for {first.correlation_id}" if first else "an empty batch"
+    if is_transient(exc) and task.request.retries < MAX_TRANSIENT_RETRIES:
+        delay = min(30.0, 0.5 * 2**task.request.retries) * (0.5 + random.random())
+        log.warning("transient failure handling %s on %s (attempt %d): %s; retrying in %.1fs",
+                    label, service.value, task.request.retries + 1, type(exc).__name__, delay)
+        raise task.retry(exc=exc, countdown=delay) from exc
+    log.exception("handler for %s failed on %s", label, service.value)
+    if service in BATCHED_SUBSCRIBERS:
+        return  # a bookkeeping subscriber's failure is not the user's turn failing
+    for envelope in envelopes:
+        if envelope.type is not EventType.MESSAGE_FAILED:
+            report_failure(envelope, service, exc)
 
 
 def report_failure(envelope: Envelope, service: Service, exc: BaseException) -> None:

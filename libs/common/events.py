@@ -47,6 +47,11 @@ SUBSCRIPTIONS: dict[EventType, tuple[Service, ...]] = {
 }
 
 
+# Subscribers that take their copies in batches: each process gathers them for a few milliseconds and
+# sends one task. Analytics sees every event without costing the turn a broker message per event.
+BATCHED_SUBSCRIBERS: frozenset[Service] = frozenset({Service.ANALYTICS})
+
+
 def subscribers(event_type: EventType) -> tuple[Service, ...]:
     return SUBSCRIPTIONS.get(event_type, ())
 
@@ -54,6 +59,11 @@ def subscribers(event_type: EventType) -> tuple[Service, ...]:
 def task_name(service: Service) -> str:
     """The Celery task that receives every event for a service (sent by name: no shared code)."""
     return f"repotalk.{service.value}.handle"
+
+
+def batch_task_name(service: Service) -> str:
+    """The Celery task that receives a list of events for a batched subscriber."""
+    return f"repotalk.{service.value}.handle_batch"
 
 
 class Payload(BaseModel):

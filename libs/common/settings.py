@@ -100,6 +100,10 @@ class BrokerSettings(_Base):
         "threads", alias="WORKER_POOL", description="Celery pool of `repotalk worker`: threads, solo or prefork"
     )
     worker_concurrency: int = Field(4, alias="WORKER_CONCURRENCY", description="tasks a worker runs at once")
+    batch_interval: float = Field(
+        0.05, alias="BROKER_BATCH_INTERVAL", description="seconds a process gathers analytics copies before sending"
+    )
+    batch_max: int = Field(500, alias="BROKER_BATCH_MAX", description="most events in one analytics batch")
     outbox_relay_interval: float = Field(
         1.0,
         alias="OUTBOX_RELAY_INTERVAL",

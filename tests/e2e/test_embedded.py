@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -90,3 +91,18 @@ def test_repotalk_ask_prints_a_cited_answer_from_the_sandbox(base_env: dict[str,
         )
     assert result.returncode == 0, result.stderr
     assert "webhooks/security.py:" in result.stdout
+
+
+def test_a_whole_turn_logs_no_phone_number_and_no_message_body(
+    twilio: FakeTwilio, server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_question = "where is the webhook signature verified for zanzibar-owl-7731?"
+    with caplog.at_level(logging.DEBUG):
+        post_webhook(server, secret_question, SENDER, new_message_sid(), twilio.auth_token)
+        wait_until(lambda: _replies_to(twilio, SENDER), what="the reply")
+    assert caplog.records, "the turn should have logged something at DEBUG"
+    digits = SENDER.split("+", 1)[1]
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        assert digits not in text, f"phone number in a log line: {record.name}"
+        assert "zanzibar-owl" not in text, f"message body in a log line: {record.name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 
@@ -68,3 +69,42 @@ def test_envelope_roundtrips_its_typed_payload() -> None:
     again = Envelope.from_json(envelope.to_json())
     assert again == envelope
     assert isinstance(again.data(), MessageReceived)
+
+
+def test_batched_subscriber_gets_many_events_in_one_batch(base_env: dict[str, str]) -> None:
+    """Analytics' copies travel in batches: its batch handler sees several events at once."""
+    app = bus.get_celery()
+    batches: list[list[str]] = []
+    done = threading.Event()
+
+    def on_batch(envelopes: list[Envelope]) -> None:
+        batches.append([e.correlation_id for e in envelopes])
+        if sum(len(b) for b in batches) >= 20:
+            done.set()
+
+    bus.register_service(app, Service.ANALYTICS, {}, on_batch)
+    worker = bus.EmbeddedWorker(app, Service.ANALYTICS)
+    worker.start()
+    try:
+        for i in range(20):
+            bus.publish(_received(f"SM{i}"))
+        assert done.wait(15), batches
+    finally:
+        worker.stop()
+    assert sorted(sid for batch in batches for sid in batch) == sorted(f"SM{i}" for i in range(20))
+    assert len(batches) < 20
+
+
+def test_published_task_headers_carry_no_message_body(
+    base_env: dict[str, str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery copies repr(args) into each message's headers unless told otherwise: bodies must not leak."""
+    import redis as redis_lib
+
+    apply_env(monkeypatch, BROKER_URL=REDIS_URL, BROKER_KEY_PREFIX=redis_prefix)
+    bus.publish(_received("SM77"))
+    client = redis_lib.Redis.from_url(REDIS_URL)
+    raw = client.lrange(f"{redis_prefix}processor", 0, -1)
+    assert raw, "the processor's queue should hold the task"
+    headers = json.loads(raw[0])["headers"]
+    assert "hello" not in json.dumps(headers)
