@@ -106,3 +106,16 @@ def test_a_whole_turn_logs_no_phone_number_and_no_message_body(
         text = record.getMessage() + (record.exc_text or "")
         assert digits not in text, f"phone number in a log line: {record.name}"
         assert "zanzibar-owl" not in text, f"message body in a log line: {record.name}"
+
+
+def test_repotalk_chat_holds_a_conversation_in_the_terminal(base_env: dict[str, str]) -> None:
+    with embedded_server() as base_url:
+        env = {**os.environ, **base_env}
+        result = subprocess.run(
+            [sys.executable, "-m", "repotalk", "chat", "--server", base_url],
+            input="/help\n/repos\n", env=env, capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("repotalk> ") == 2  # one reply per message
+    assert "/search" in result.stdout  # the help text lists the commands
+    assert "sample_repo" in result.stdout  # /repos lists the indexed repository
