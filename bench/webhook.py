@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="webhooks in flight at most")
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the last replies")
     parser.add_argument("--repo", default=str(ROOT), help="repository indexed for the questions")
+    parser.add_argument("--pool", choices=["threads", "solo", "prefork"], default="threads", help="WORKER_POOL")
+    parser.add_argument("--worker-concurrency", type=int, default=4, help="WORKER_CONCURRENCY")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="repotalk-bench-") as tmp, scratch_postgres() as pg_url, \
@@ -130,6 +132,8 @@ def main() -> None:
             # Every sender sends once here; the per-user limit is exercised by the tests, not the bench.
             "RATE_LIMIT_PER_MINUTE": "0",
             "LOG_LEVEL": "WARNING",
+            "WORKER_POOL": args.pool,
+            "WORKER_CONCURRENCY": str(args.worker_concurrency),
         }
         os.environ.update(env)
         reset_process_state()
@@ -146,6 +150,7 @@ def main() -> None:
             cpu_start = {name: cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
             print(f"stack up: {', '.join(stack.procs)}; offering {args.rate:.0f}/s for {args.seconds:.0f} s")
             t_start = time.monotonic()
+            bench_cpu_start = time.process_time()
             sent_at, acks, refused = asyncio.run(
                 drive(stack.base_url, twilio.auth_token, args.rate, args.seconds, args.users, args.concurrency)
             )
@@ -158,6 +163,7 @@ def main() -> None:
                 time.sleep(0.2)
             rss_end = {name: rss_mb(proc.pid) for name, proc in stack.procs.items()}
             cpu_end = {name: cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
+            bench_cpu = time.process_time() - bench_cpu_start
         finally:
             stack.stop()
 
@@ -192,6 +198,9 @@ def main() -> None:
     for name in rss_start:
         cpu_ms = (cpu_end[name] - cpu_start[name]) * 1000 / max(1, len(answered))
         print(f"  {name:<12} {rss_start[name]:7.1f} -> {rss_end.get(name, float('nan')):7.1f}   {cpu_ms:6.2f} ms")
+    total_cpu = sum(cpu_end[n] - cpu_start[n] for n in cpu_start) * 1000 / max(1, len(answered))
+    print(f"  {'all services':<12} {'':>18}   {total_cpu:6.2f} ms")
+    print(f"  {'this bench':<12} {'(load + fake Twilio)':>18}   {bench_cpu * 1000 / max(1, len(answered)):6.2f} ms")
 
 
 if __name__ == "__main__":
