@@ -101,6 +101,11 @@ def worker(
     def _flush(**_: Any) -> None:
         bus.flush_batches()
 
+    if settings.broker.health_port:
+        from libs.common.health import serve_probes
+
+        serve_probes(settings.app.host, settings.broker.health_port)
+
     options = bus.worker_options(settings, svc)
     celery.Worker(**options, loglevel=settings.app.log_level.upper(), redirect_stdouts=False).start()
 

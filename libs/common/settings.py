@@ -104,6 +104,9 @@ class BrokerSettings(_Base):
         0.05, alias="BROKER_BATCH_INTERVAL", description="seconds a process gathers analytics copies before sending"
     )
     batch_max: int = Field(500, alias="BROKER_BATCH_MAX", description="most events in one analytics batch")
+    health_port: int = Field(
+        0, alias="WORKER_HEALTH_PORT", description="port of a worker's /health and /ready (0: none)"
+    )
     outbox_relay_interval: float = Field(
         1.0,
         alias="OUTBOX_RELAY_INTERVAL",
