@@ -108,6 +108,7 @@ class Hit(Payload):
     language: str | None = None
     score: float = 0.0
     snippet: str = ""
+    url: str | None = None  # permalink on the hosting site at the indexed commit (GitHub/GitLab remotes)
 
     @property
     def location(self) -> str:

@@ -192,6 +192,16 @@ class SearchSettings(_Base):
     repos: str = Field(
         "", alias="REPOS", description="repositories a code_search worker indexes at start: `name=path,…`"
     )
+    git_webhook_secret: str = Field(
+        "",
+        alias="GIT_WEBHOOK_SECRET",
+        description="secret of `POST /webhooks/git` (GitHub HMAC or GitLab token); empty: the webhook is refused",
+    )
+    admin_token: str = Field(
+        "",
+        alias="SEARCH_ADMIN_TOKEN",
+        description="bearer token of the repository admin API; empty: open outside production, refused in it",
+    )
 
     def resolved_index_dir(self, app: AppSettings) -> Path:
         return Path(self.index_dir) if self.index_dir else app.data_dir / "index"

@@ -29,13 +29,14 @@ import tantivy
 from libs.common.events import Hit
 from libs.common.settings import get_settings
 from services.code_search import query as query_parser
-from services.code_search import regex
+from services.code_search import regex, syntax
 from services.code_search.index import CodeIndex, RepoEntry, SymbolSpan, get_index
 from services.code_search.indexer import IndexSummary, index_repository, remove_repository
-from services.code_search.languages import detect
+from services.code_search.languages import EXTENSIONS, FILENAMES, detect
+from services.code_search.permalinks import permalink
 from services.code_search.pipeline import file_key
 
-__all__ = ["IndexSummary", "SearchResult", "index_repository", "remove_repository", "search"]
+__all__ = ["FileGroup", "IndexSummary", "SearchResult", "index_repository", "remove_repository", "search"]
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,55 @@ KEYWORD_CANDIDATES = 40
 MAX_PER_FILE = 2
 TEST_PENALTY = 0.5  # tests describe behaviour in words and would otherwise answer "where is X" questions
 PATTERN_MAX_MATCHES = 500
+PATTERN_FILTERED_MAX_MATCHES = 5000  # path/sym filters apply after ripgrep: let more lines through
+FRAME_BOOST = 10.0
 SNIPPET_LINES = 6
 SNIPPET_LINE_CHARS = 120
 
 # Errors the caller caused (an HTTP API answers 400); the rest are states of the index.
-CLIENT_ERRORS = frozenset({"empty_query", "query_too_long", "invalid_pattern", "invalid_mode"})
+CLIENT_ERRORS = frozenset({"empty_query", "query_too_long", "invalid_pattern", "invalid_mode", "invalid_filter"})
+
+
+@dataclass
+class FileGroup:
+    repo: str
+    path: str
+    language: str | None
+    hits: list[Hit]
 
 
 @dataclass
 class SearchResult:
-    hits: list[Hit] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)  # a file's hits are adjacent, files in order of their best hit
     took_ms: float = 0.0
     kinds: list[str] = field(default_factory=list)  # rankers behind the hits: symbol, keyword, regex
     error: str | None = None  # for the user: why there are no results
     code: str | None = None  # the error's kind: empty_query, invalid_pattern, unknown_repo, no_index, ...
     note: str | None = None  # results came back but are partial (pattern timeout, output cap)
+
+    @property
+    def groups(self) -> list[FileGroup]:
+        """The hits per file, best file first."""
+        groups: dict[tuple[str, str], FileGroup] = {}
+        for hit in self.hits:
+            key = (hit.repo, hit.path)
+            if key not in groups:
+                groups[key] = FileGroup(hit.repo, hit.path, hit.language, [])
+            groups[key].hits.append(hit)
+        return list(groups.values())
+
+
+def _linked(hit: Hit, known: dict[str, RepoEntry]) -> Hit:
+    entry = known.get(hit.repo)
+    url = permalink(entry.url, entry.commit, hit.path, hit.line, hit.end_line) if entry and entry.url else None
+    return hit.model_copy(update={"url": url}) if url else hit
+
+
+def _grouped(hits: list[Hit]) -> list[Hit]:
+    order: dict[tuple[str, str], list[Hit]] = {}
+    for hit in hits:
+        order.setdefault((hit.repo, hit.path), []).append(hit)
+    return [hit for same_file in order.values() for hit in same_file]
 
 
 def _fail(started: float, code: str, message: str) -> SearchResult:
@@ -72,8 +107,9 @@ def _elapsed(started: float) -> float:
 
 
 def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode: str = "question") -> SearchResult:
-    """Search the indexed repositories (all of them, or ``repos``). Never raises for bad input:
-    the result's ``error`` says what is wrong in words a chat user understands."""
+    """Search the indexed repositories (all of them, or ``repos``). ``query`` is written in the search
+    language of ``syntax`` (free text plus repo:, path:, lang:, sym:, re:, case: filters). Never raises
+    for bad input: the result's ``error`` says what is wrong in words a chat user understands."""
     started = time.perf_counter()
     text = (query or "").strip()
     if not text:
@@ -86,6 +122,10 @@ def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode:
         return _fail(started, "empty_query", "the search contains a NUL character")
     if mode not in ("question", "pattern"):
         return _fail(started, "invalid_mode", f"unknown search mode {mode!r}: use question or pattern")
+    try:
+        parsed = syntax.parse_search(text, mode)
+    except syntax.QueryError as exc:
+        return _fail(started, exc.code, exc.message)
     limit = max(1, min(int(limit), MAX_LIMIT))
 
     index = get_index()
@@ -93,14 +133,22 @@ def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode:
     if not known:
         return _fail(started, "no_index", "no repository is indexed yet")
     scope: list[str] | None = None
-    if repos:
-        wanted = list(dict.fromkeys(r for r in repos if r))
-        scope = [name for name in wanted if name in known]
-        if not scope:
+    for wanted_list in (list(repos or ()), parsed.repos):
+        wanted = list(dict.fromkeys(r for r in wanted_list if r))
+        if not wanted:
+            continue
+        chosen = [name for name in wanted if name in known and (scope is None or name in scope)]
+        if not chosen:
             names = ", ".join(sorted(known))
             return _fail(started, "unknown_repo", f"no indexed repository named {', '.join(wanted)} (indexed: {names})")
+        scope = chosen
 
-    result = _pattern(index, text, scope, known, limit) if mode == "pattern" else _question(index, text, scope, limit)
+    if mode == "pattern" or parsed.pattern is not None:
+        pattern = parsed.pattern if parsed.pattern is not None else parsed.text
+        result = _pattern(index, pattern, parsed, scope, known, limit)
+    else:
+        result = _question(index, parsed, scope, limit)
+    result.hits = [_linked(hit, known) for hit in _grouped(result.hits)]
     result.took_ms = _elapsed(started)
     return result
 
@@ -108,11 +156,51 @@ def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode:
 # -- question mode ----------------------------------------------------------------------------------
 
 
-def _filters(index: CodeIndex, scope: list[str] | None, doc_types: list[str]) -> list[tuple[tantivy.Occur, Any]]:
+def _filters(
+    index: CodeIndex, scope: list[str] | None, doc_types: list[str], search: syntax.SearchQuery | None = None
+) -> list[tuple[tantivy.Occur, Any]]:
     clauses = [(tantivy.Occur.Must, index.terms("doc_type", doc_types))]
     if scope:
         clauses.append((tantivy.Occur.Must, index.terms("repo", scope)))
+    if search is None:
+        return clauses
+    if search.languages:
+        clauses.append((tantivy.Occur.Must, index.terms("lang", search.languages)))
+    if search.path_regexes:
+        either = [(tantivy.Occur.Should, index.regex("path", rx)) for rx in search.path_regexes]
+        clauses.append((tantivy.Occur.Must, tantivy.Query.boolean_query(either)))
+    for rx in search.excluded_paths:
+        clauses.append((tantivy.Occur.MustNot, index.regex("path", rx)))
+    if search.symbols:
+        clauses.append((tantivy.Occur.Must, index.term("doc_type", "def")))
+        either = [(tantivy.Occur.Should, _symbol_filter(index, symbol)) for symbol in search.symbols]
+        clauses.append((tantivy.Occur.Must, tantivy.Query.boolean_query(either)))
     return clauses
+
+
+def _symbol_regex(symbol: str) -> str:
+    return "".join(".*" if c == "*" else syntax._literal(c) for c in symbol.lower())
+
+
+def _symbol_filter(index: CodeIndex, symbol: str) -> tantivy.Query:
+    """sym:NAME -> definitions named NAME; sym:A.b -> qualified names ending in A.b (any outer scope)."""
+    rx = _symbol_regex(symbol)
+    if "." in symbol:
+        return index.regex("qualified", "(.*[.])?" + rx)
+    return index.regex("name", rx) if "*" in symbol else index.term("name", symbol.lower())
+
+
+def _symbol_matches(symbol: str, wanted: list[str]) -> bool:
+    lowered = symbol.lower()
+    for name in wanted:
+        rx = _symbol_regex(name)
+        if re.fullmatch("(.*[.])?" + rx if "." in name else rx, lowered if "." in name else lowered.split(".")[-1]):
+            return True
+    return False
+
+
+def _frame_regex(frame: query_parser.Frame) -> str:
+    return "(.*/)?" + "".join(syntax._literal(c) for c in frame.path)
 
 
 def _boosted(query: tantivy.Query, boost: float) -> tantivy.Query:
@@ -128,8 +216,19 @@ def _tokens(analyzer: tantivy.TextAnalyzer, words: Sequence[str]) -> list[str]:
     return out
 
 
-def _symbol_query(index: CodeIndex, parsed: query_parser.ParsedQuery, scope: list[str] | None) -> Any:
+def _symbol_query(
+    index: CodeIndex, parsed: query_parser.ParsedQuery, scope: list[str] | None, search: syntax.SearchQuery
+) -> Any:
     should: list[tuple[tantivy.Occur, Any]] = []
+    for frame in parsed.frames:
+        where = index.regex("path", _frame_regex(frame))
+        if frame.function:
+            name = frame.function.rsplit(".", 1)[-1].lower()
+            both = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Must, index.term("name", name)), (tantivy.Occur.Must, where)]
+            )
+            should.append((tantivy.Occur.Should, _boosted(both, FRAME_BOOST)))
+        should.append((tantivy.Occur.Should, _boosted(where, 1.0)))
     for qualified in parsed.qualified:
         should.append((tantivy.Occur.Should, _boosted(index.term("qualified", qualified.lower()), 12.0)))
     for identifier in parsed.identifiers:
@@ -139,12 +238,16 @@ def _symbol_query(index: CodeIndex, parsed: query_parser.ParsedQuery, scope: lis
     if not should:
         return None
     return tantivy.Query.boolean_query(
-        [*_filters(index, scope, ["def"]), (tantivy.Occur.Must, tantivy.Query.boolean_query(should))]
+        [*_filters(index, scope, ["def"], search), (tantivy.Occur.Must, tantivy.Query.boolean_query(should))]
     )
 
 
-def _keyword_query(index: CodeIndex, parsed: query_parser.ParsedQuery, scope: list[str] | None) -> Any:
+def _keyword_query(
+    index: CodeIndex, parsed: query_parser.ParsedQuery, scope: list[str] | None, search: syntax.SearchQuery
+) -> Any:
     should: list[tuple[tantivy.Occur, Any]] = []
+    for frame in parsed.frames:
+        should.append((tantivy.Occur.Should, _boosted(index.regex("path", _frame_regex(frame)), 1.5)))
     word_tokens = _tokens(index.words, parsed.words)
     for token in word_tokens:
         should.append((tantivy.Occur.Should, index.term("words", token)))
@@ -164,7 +267,7 @@ def _keyword_query(index: CodeIndex, parsed: query_parser.ParsedQuery, scope: li
     if not should:
         return None
     return tantivy.Query.boolean_query(
-        [*_filters(index, scope, ["def", "chunk"]), (tantivy.Occur.Must, tantivy.Query.boolean_query(should))]
+        [*_filters(index, scope, ["def", "chunk"], search), (tantivy.Occur.Must, tantivy.Query.boolean_query(should))]
     )
 
 
@@ -179,8 +282,12 @@ class _Candidate:
         return default if value is None else value
 
 
-def _question(index: CodeIndex, text: str, scope: list[str] | None, limit: int) -> SearchResult:
-    parsed = query_parser.parse(text)
+def _question(index: CodeIndex, search: syntax.SearchQuery, scope: list[str] | None, limit: int) -> SearchResult:
+    # sym:NAME ranks like the name asked for in backticks, among the definitions it allows.
+    named = " ".join(f"`{symbol}`" for symbol in search.symbols if "*" not in symbol)
+    parsed = query_parser.parse(f"{search.text} {named}".strip())
+    if parsed.empty and search.symbols:
+        parsed.words = [w for s in search.symbols for w in query_parser.split_identifier(s.replace("*", " "))]
     if parsed.empty:
         return SearchResult(
             error="nothing to search for in that question: name a function, a file or a topic", code="empty_query"
@@ -188,8 +295,8 @@ def _question(index: CodeIndex, text: str, scope: list[str] | None, limit: int) 
     searcher = index.searcher()
     candidates: dict[tuple[int, int], _Candidate] = {}
     rankings = [
-        ("symbol", _symbol_query(index, parsed, scope), SYMBOL_CANDIDATES),
-        ("keyword", _keyword_query(index, parsed, scope), KEYWORD_CANDIDATES),
+        ("symbol", _symbol_query(index, parsed, scope, search), SYMBOL_CANDIDATES),
+        ("keyword", _keyword_query(index, parsed, scope, search), KEYWORD_CANDIDATES),
     ]
     name_tokens = _tokens(index.names, parsed.words)
     idf = {token: _idf(searcher, token) for token in name_tokens}
@@ -232,9 +339,25 @@ def _question(index: CodeIndex, text: str, scope: list[str] | None, limit: int) 
             bonus = 0.5 if parsed.qualified or len(parsed.identifiers) > 1 else 0.75
             candidate.score += bonus + min(span, 50) / 10_000
 
+    frames = [(re.compile(_frame_regex(frame)), frame) for frame in parsed.frames]
+    for candidate in candidates.values():
+        path = candidate.get("path")
+        for pattern, frame in frames:
+            if not pattern.fullmatch(path):
+                continue
+            # The definition the trace ran through, at the line it names: that is the code in question.
+            inside = int(candidate.get("start", 0)) <= frame.line <= int(candidate.get("end_line", 0))
+            candidate.score += (0.6 if inside else 0.05) + (0.2 if inside and frame.innermost else 0.0)
+
     for candidate in candidates.values():
         if _is_test_path(candidate.get("path")):
             candidate.score *= TEST_PENALTY
+
+    if search.case:
+        # Case-sensitive: the names asked for must appear as written.
+        written = [*parsed.identifiers] or parsed.text.split()
+        for key in [k for k, c in candidates.items() if not all(w in c.get("words") for w in written)]:
+            del candidates[key]
 
     ordered = sorted(candidates.values(), key=lambda c: (-c.score, c.get("path"), c.get("line", 0)))
     chosen = _spread(ordered, limit, lambda c: (c.get("repo"), c.get("path")))
@@ -341,8 +464,21 @@ _DEFINITION_LINE = re.compile(
 )
 
 
+def _language_globs(languages: list[str]) -> list[str]:
+    globs = [f"*{ext}" for ext, lang in EXTENSIONS.items() if lang in languages]
+    globs += [name for name, lang in FILENAMES.items() if lang in languages]
+    if "cpp" in languages:
+        globs.append("*.h")  # C++ headers are often .h
+    return globs
+
+
 def _pattern(
-    index: CodeIndex, pattern: str, scope: list[str] | None, known: dict[str, RepoEntry], limit: int
+    index: CodeIndex,
+    pattern: str,
+    search: syntax.SearchQuery,
+    scope: list[str] | None,
+    known: dict[str, RepoEntry],
+    limit: int,
 ) -> SearchResult:
     if len(pattern) > regex.MAX_PATTERN_CHARS:
         return SearchResult(
@@ -355,13 +491,17 @@ def _pattern(
     present = [i for i, root in enumerate(roots) if root.is_dir()]
     if not present:
         return SearchResult(error="the indexed repositories are not on this machine", code="no_index")
+    post_filtered = bool(search.path_regexes or search.excluded_paths or search.symbols)
+    cap = PATTERN_FILTERED_MAX_MATCHES if post_filtered else PATTERN_MAX_MATCHES
     try:
         outcome = regex.search(
             pattern,
             [roots[i] for i in present],
-            max_matches=PATTERN_MAX_MATCHES,
+            max_matches=cap,
             timeout=settings.search.regex_timeout,
             max_filesize=settings.search.max_file_bytes,
+            case_sensitive=search.case,
+            include=_language_globs(search.languages) if search.languages else None,
         )
     except regex.RipgrepMissing as exc:
         log.error("pattern search unavailable: %s", exc)
@@ -372,8 +512,20 @@ def _pattern(
     matches = []
     for match in outcome.matches:
         repo = repos[present[match.root]]
-        if match.path in index.indexed_paths(repo.name):
+        if match.path in index.indexed_paths(repo.name) and search.path_allowed(match.path):
             matches.append((repo.name, match))
+    if search.languages:
+        matches = [m for m in matches if (detect(m[1].path) or "") in search.languages or m[1].path.endswith(".h")]
+    if search.symbols:
+        all_spans = _spans(index, {(repo, match.path) for repo, match in matches})
+
+        def in_symbol(repo: str, match: regex.Match) -> bool:
+            return any(
+                s.line <= match.line <= s.end_line and _symbol_matches(s.symbol, search.symbols)
+                for s in all_spans.get((repo, match.path), ())
+            )
+
+        matches = [(repo, match) for repo, match in matches if in_symbol(repo, match)]
     matches.sort(key=lambda item: (item[0], item[1].path, item[1].line))
     # Definitions first (a pattern for a name usually wants where it is defined), then path order.
     ranked = sorted(matches, key=lambda item: 0 if _DEFINITION_LINE.match(item[1].text) else 1)
@@ -405,7 +557,7 @@ def _pattern(
     if outcome.timed_out:
         note = f"the pattern search stopped after {settings.search.regex_timeout:g}s; results may be incomplete"
     elif outcome.truncated:
-        note = f"the pattern matched more than {PATTERN_MAX_MATCHES} lines; showing the first ones"
+        note = f"the pattern matched more than {cap} lines; showing the first ones"
     if not hits and outcome.timed_out:
         return SearchResult(error=note, code="timeout", kinds=["regex"])
     return SearchResult(hits=hits, kinds=["regex"], note=note)

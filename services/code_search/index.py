@@ -169,6 +169,10 @@ class CodeIndex:
     def term(self, field: str, value: str | int) -> tantivy.Query:
         return tantivy.Query.term_query(self.schema, field, value)
 
+    def regex(self, field: str, pattern: str) -> tantivy.Query:
+        """Documents whose (raw) field matches the whole regex."""
+        return tantivy.Query.regex_query(self.schema, field, pattern)
+
     def terms(self, field: str, values: list[str]) -> tantivy.Query:
         return tantivy.Query.term_set_query(self.schema, field, values)
 

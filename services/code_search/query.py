@@ -35,6 +35,7 @@ STOPWORDS = _wordset(
     """
 )
 
+_RECEIVERS = frozenset({"self", "this", "cls", "super", "ctx"})
 _BACKTICKED = re.compile(r"`([^`]{1,200})`")
 # Dotted or :: qualified names, identifiers, and call shapes like name().
 _TOKEN = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|::|#|->)[A-Za-z_$][\w$]*)*(?:\(\))?")
@@ -46,6 +47,81 @@ _FILE_EXTENSIONS = _wordset(
 )
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One stack-trace frame of a bug report: where the code ran (a path tail to match indexed paths)."""
+
+    path: str  # repository-relative guess: after site-packages/, else the last two components
+    line: int
+    function: str = ""
+    innermost: bool = False  # the frame that raised (Python: the last one; JS, Java, Ruby: the first)
+
+
+_PY_FRAME = re.compile(r'File "([^"\n]+)", line (\d+)(?:, in ([\w<>.]+))?')
+# at fn (/app/src/api.js:43:11) | at /app/src/api.js:43:11 | at async Object.run (file:///x/y.mjs:1:2)
+_JS_FRAME = re.compile(
+    r"\bat (?:(?:async |new )?([\w$.<>\[\] ]+?) \()?(?:file://)?((?:[A-Za-z]:)?[^\s():]+\.[cm]?[jt]sx?):(\d+)(?::\d+)?\)?"
+)
+# at com.example.relay.WebhookClient.send(WebhookClient.java:42)
+_JAVA_FRAME = re.compile(r"\bat ((?:[\w$]+\.)+)([\w$<>]+)\(([\w$.-]+\.(?:java|kt|scala|groovy)):(\d+)\)")
+# from /app/scripts/deploy.rb:12:in `deploy'   |   /app/server/main.go:30 +0x1d
+_RUBY_FRAME = re.compile(r"([^\s:'\"]+\.rb):(\d+):in [`']([^'`]+)'")
+_GO_FRAME = re.compile(r"(?m)^\s+((?:/|[A-Za-z]:)[^\s:]+\.go):(\d+)")
+_TRACEBACK_HEAD = re.compile(r"Traceback \(most recent call last\):?")
+_VENDOR_ROOT = re.compile(r".*?/(?:site-packages|dist-packages|node_modules|gems/[^/]+/gems/[^/]+)/")
+
+
+def _frame_path(raw: str) -> str:
+    path = raw.replace("\\", "/")
+    vendored = _VENDOR_ROOT.match(path)
+    if vendored:
+        return path[vendored.end() :]
+    parts = [p for p in path.split("/") if p and p != "."]
+    return "/".join(parts[-2:])
+
+
+def stack_frames(text: str) -> tuple[list[Frame], str]:
+    """The frames of any stack traces in ``text``, and the text without them."""
+    found: list[tuple[int, Frame]] = []
+    spans: list[tuple[int, int]] = []
+    python = list(_PY_FRAME.finditer(text))
+    for number, match in enumerate(python):
+        raw = match.group(1)
+        if raw.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+            continue
+        innermost = number == len(python) - 1
+        found.append((match.start(), Frame(_frame_path(raw), int(match.group(2)), match.group(3) or "", innermost)))
+        spans.append(match.span())
+    ordered_first = []
+    for match in _JS_FRAME.finditer(text):
+        function = (match.group(1) or "").split(".")[-1].strip()
+        if function.startswith("<") or match.group(2).startswith(("node:", "internal/")):
+            function = ""
+        ordered_first.append((match.start(), _frame_path(match.group(2)), int(match.group(3)), function, match.span()))
+    for match in _JAVA_FRAME.finditer(text):
+        owner = match.group(1).rstrip(".").split(".")[-1]
+        package = match.group(1).rstrip(".").split(".")[:-1]
+        path = "/".join([*package, match.group(3)])
+        ordered_first.append((match.start(), path, int(match.group(4)), f"{owner}.{match.group(2)}", match.span()))
+    for match in _RUBY_FRAME.finditer(text):
+        function = match.group(3).split("#")[-1].split(".")[-1].split(" ")[-1]
+        ordered_first.append((match.start(), _frame_path(match.group(1)), int(match.group(2)), function, match.span()))
+    for match in _GO_FRAME.finditer(text):
+        ordered_first.append((match.start(), _frame_path(match.group(1)), int(match.group(2)), "", match.span()))
+    ordered_first.sort()
+    for number, (start, path, line, function, span) in enumerate(ordered_first):
+        if any(a <= start < b for a, b in spans):
+            continue
+        found.append((start, Frame(path, line, function, innermost=number == 0)))
+        spans.append(span)
+    found.sort(key=lambda item: item[0])
+    remainder = text
+    for a, b in sorted(spans, reverse=True):
+        remainder = remainder[:a] + " " + remainder[b:]
+    remainder = _TRACEBACK_HEAD.sub(" ", remainder)
+    return [frame for _start, frame in found], remainder
+
+
 @dataclass
 class ParsedQuery:
     text: str
@@ -53,6 +129,7 @@ class ParsedQuery:
     qualified: list[str] = field(default_factory=list)  # dotted: SessionStore.expire
     paths: list[str] = field(default_factory=list)  # webhooks/security.py, store.py
     words: list[str] = field(default_factory=list)  # lowercased, stopwords out, identifier parts in
+    frames: list[Frame] = field(default_factory=list)  # stack-trace frames pasted into the question
 
     @property
     def empty(self) -> bool:
@@ -82,8 +159,13 @@ def _add(target: list[str], value: str) -> None:
 def parse(text: str) -> ParsedQuery:
     text = text.strip()
     parsed = ParsedQuery(text=text)
+    parsed.frames, text = stack_frames(text)
     explicit = [m.group(1).strip() for m in _BACKTICKED.finditer(text)]
     remainder = _BACKTICKED.sub(" ", text)
+    for frame in parsed.frames:
+        _add(parsed.paths, frame.path)
+        if frame.function:
+            explicit.append(frame.function)
 
     for match in _PATH.finditer(remainder):
         candidate = match.group(0).strip("./")
@@ -101,6 +183,12 @@ def parse(text: str) -> ParsedQuery:
         if token in path_text and not forced:
             continue
         qualified = re.split(r"\.|::|#|->", token)
+        while len(qualified) > 1 and qualified[0] in _RECEIVERS:
+            qualified = qualified[1:]
+        if len(qualified) == 1 and qualified[0] != token:
+            token = qualified[0]
+            if not (forced or _looks_like_identifier(token)):
+                continue
         if len(qualified) > 1:
             _add(parsed.qualified, ".".join(qualified))
             for part in qualified:

@@ -59,12 +59,25 @@ def rg_binary() -> str:
     raise RipgrepMissing("ripgrep (rg) is not installed: pip install ripgrep")
 
 
-def _arguments(pattern: str, max_filesize: int, per_file: int, context: int) -> list[str]:
+def _arguments(
+    pattern: str,
+    max_filesize: int,
+    per_file: int,
+    context: int,
+    case_sensitive: bool | None = None,
+    include: list[str] | None = None,
+) -> list[str]:
+    case = {None: "--smart-case", True: "--case-sensitive", False: "--ignore-case"}[case_sensitive]
     args = [
-        rg_binary(), "--json", "--no-config", "--no-require-git", "--hidden", "--no-messages",
+        rg_binary(), "--json", "--no-config", "--no-require-git", "--hidden", "--no-messages", case,
         "--max-filesize", str(max_filesize), "--max-count", str(per_file), "--context", str(context),
         "--glob", "!.git/",
     ]
+    if include is not None:
+        # A file type, not globs: types and globs are both required to match (globs would be OR-ed).
+        for glob in include or ["!*"]:
+            args += ["--type-add", f"wanted:{glob}"]
+        args += ["--type", "wanted"]
     for name in sorted(VENDORED_DIRS):
         args += ["--glob", f"!{name}/"]
     for suffix in MINIFIED_SUFFIXES:
@@ -92,13 +105,17 @@ def search(
     max_filesize: int,
     per_file: int = 20,
     context: int = 1,
+    case_sensitive: bool | None = None,
+    include: list[str] | None = None,
 ) -> RgOutcome:
+    """Matching lines under ``roots``. ``case_sensitive`` None: smart case (sensitive when the pattern
+    has an uppercase letter); ``include``: only files matching one of these globs."""
     outcome = RgOutcome()
     if not roots:
         return outcome
     root_texts = [str(root) for root in roots]
     process = subprocess.Popen(
-        [*_arguments(pattern, max_filesize, per_file, context), *root_texts],
+        [*_arguments(pattern, max_filesize, per_file, context, case_sensitive, include), *root_texts],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -28,6 +28,7 @@ def test_a_question_returns_hits(client: TestClient) -> None:
     assert body["hits"][0] | {"score": 0, "snippet": ""} == {
         "repo": "sample_repo", "path": "webhooks/security.py", "line": 22, "end_line": 31,
         "symbol": "verify_twilio_signature", "kind": "function", "language": "python", "score": 0, "snippet": "",
+        "url": None,
     }
 
 
@@ -49,6 +50,10 @@ def test_a_pattern_search(client: TestClient) -> None:
         ({"query": "x" * 1500}, "too long"),
         ({"query": "x" * 100_000}, "too long"),
         ({"query": "(unclosed", "mode": "pattern"}, "invalid pattern"),
+        ({"query": "re:(unclosed"}, "invalid pattern"),
+        ({"query": "token path:../../etc/passwd"}, "leaves the repository"),
+        ({"query": "token lang:klingon"}, "unknown language"),
+        ({"query": "path:src"}, "nothing to search"),
     ],
 )
 def test_unusable_queries_are_400_with_a_reason(client: TestClient, body: dict[str, object], reason: str) -> None:
@@ -66,3 +71,11 @@ def test_an_unknown_repository_is_an_error_not_a_failure(client: TestClient) -> 
     response = client.post("/api/v1/search", json={"query": "session", "repos": ["nope"]})
     assert response.status_code == 200
     assert response.json()["hits"] == [] and "nope" in response.json()["error"]
+
+
+def test_filters_and_files_in_the_response(client: TestClient) -> None:
+    response = client.post("/api/v1/search", json={"query": "session path:sessions/ lang:python", "limit": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["hits"] and all(h["path"].startswith("sessions/") for h in body["hits"])
+    assert [f["path"] for f in body["files"]] == list(dict.fromkeys(h["path"] for h in body["hits"]))
