@@ -31,14 +31,19 @@ dev-local: install ## Distributed: gateway + one worker per service as processes
 	DATABASE_URL=$(DEV_DATABASE_URL) BROKER_URL=$(DEV_BROKER_URL) PORT=$(PORT) \
 	  $(BIN)/python -m repotalk.devlocal --repo $(REPO) --name $(REPO_NAME)
 
-dev: ## The whole stack in containers (needs a Docker engine)
-	docker compose -f docker-compose.yml up -d --build
+COMPOSE ?= docker compose -f docker-compose.yml
+# checkov pins packaging<24, which pytest and kombu[redis] cannot share: it lives in its own venv.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV := $(VENV)/checkov/bin/checkov
 
-stop: ## Stop the containers
-	docker compose -f docker-compose.yml down
+dev: ## The whole stack in containers, built from the Dockerfile (needs a Docker engine)
+	$(COMPOSE) up -d --build --wait
 
-logs: ## Follow one container's logs: make logs service=gateway
-	docker compose -f docker-compose.yml logs -f $(service)
+stop: ## Stop the containers (volumes are kept; `docker compose down -v` drops them)
+	$(COMPOSE) down
+
+logs: ## Follow one container's logs: make logs service=gateway (all of them without service=)
+	$(COMPOSE) logs -f --tail=200 $(service)
 
 test: install ## Every test (real Redis and Postgres must be running)
 	$(BIN)/ruff check .
@@ -52,8 +57,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-validate: install ## Validate deployment files offline
-	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+validate: install $(CHECKOV) ## Validate deployment files offline: compose, kustomize overlays, Terraform, checkov, yamllint
+	$(BIN)/python deploy/validate.py --checkov $(CHECKOV)
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
 bench: bench-webhook ## Every benchmark
 
