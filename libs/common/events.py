@@ -123,19 +123,36 @@ class SearchCompleted(Payload):
     error: str | None = None  # a user-facing reason (invalid regex, no repository indexed, ...)
 
 
+class AIAttempt(Payload):
+    """One call to a model provider during a turn (a retry or a fallback is another attempt)."""
+
+    provider: str  # openai, anthropic, local
+    model: str
+    outcome: str  # "ok", or a short failure reason: "HTTP 429", "timeout", "context too long", ...
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
 class AIResponse(Payload):
     session_id: str
     user_id: str
     question: str
     answer: str
-    answerer: str  # "offline", "openai", ...
+    answerer: str  # openai, anthropic, local, offline, budget, pattern, no_results, search_error
     model: str | None = None
     citations: list[str] = Field(default_factory=list)
+    # Summed over every paid call of the turn (an answer discarded for invented citations still costs).
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
-    fallback_reason: str | None = None
+    fallback_reason: str | None = None  # why providers were left behind: "openai: HTTP 503; anthropic: timeout"
+    retries: int = 0  # calls repeated on the same provider (transient errors, a trimmed context)
+    fallbacks: int = 0  # providers given up (failed or cooling down) before the answer
+    provider_ms: float = 0.0  # time spent waiting on providers (calls and backoff); the rest is the engine's
+    attempts: list[AIAttempt] = Field(default_factory=list)
 
 
 ReplyKind = Literal["answer", "command", "notice", "error"]

@@ -208,16 +208,97 @@ class SearchSettings(_Base):
 
 
 class AISettings(_Base):
+    # Providers, tried in AI_PROVIDERS order; each is enabled by its key (or base URL for local).
     openai_api_key: str = Field(
-        "", alias="OPENAI_API_KEY", description="enables OpenAI answers (otherwise the offline answerer)"
+        "", alias="OPENAI_API_KEY", description="enables the `openai` provider (OpenAI's API through the official SDK)"
     )
     openai_base_url: str = Field(
-        "", alias="OPENAI_BASE_URL", description="OpenAI-compatible server (Ollama, vLLM, llama.cpp, …)"
+        "",
+        alias="OPENAI_BASE_URL",
+        description="send the `openai` provider elsewhere (an OpenAI-compatible server or a proxy)",
     )
-    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", description="model name")
-    # Retries of 408/409/429/5xx inside the SDK (exponential backoff) before falling back.
-    openai_max_retries: int = Field(2, alias="OPENAI_MAX_RETRIES", description="SDK retries per request")
-    timeout: float = Field(30.0, alias="AI_TIMEOUT", description="seconds per model call")
+    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", description="model of the `openai` provider")
+    openai_timeout: float = Field(
+        0.0, alias="OPENAI_TIMEOUT", description="seconds per `openai` call (0: AI_TIMEOUT)"
+    )
+    anthropic_api_key: str = Field(
+        "", alias="ANTHROPIC_API_KEY", description="enables the `anthropic` provider (Claude through the official SDK)"
+    )
+    anthropic_base_url: str = Field(
+        "", alias="ANTHROPIC_BASE_URL", description="send the `anthropic` provider elsewhere (a proxy or gateway)"
+    )
+    anthropic_model: str = Field(
+        "claude-haiku-4-5", alias="ANTHROPIC_MODEL", description="model of the `anthropic` provider"
+    )
+    anthropic_timeout: float = Field(
+        0.0, alias="ANTHROPIC_TIMEOUT", description="seconds per `anthropic` call (0: AI_TIMEOUT)"
+    )
+    local_base_url: str = Field(
+        "",
+        alias="LOCAL_LLM_BASE_URL",
+        description="enables the `local` provider: an OpenAI-compatible server (Ollama `http://host:11434/v1`, "
+        "vLLM, llama.cpp)",
+    )
+    local_model: str = Field("llama3.1", alias="LOCAL_LLM_MODEL", description="model of the `local` provider")
+    local_api_key: str = Field(
+        "", alias="LOCAL_LLM_API_KEY", description="API key of the `local` server, if it wants one"
+    )
+    local_timeout: float = Field(
+        0.0, alias="LOCAL_LLM_TIMEOUT", description="seconds per `local` call (0: AI_TIMEOUT)"
+    )
+    providers: str = Field(
+        "",
+        alias="AI_PROVIDERS",
+        description="chain order, comma-separated among openai, anthropic, local; empty: every configured "
+        "provider in that order. The offline answerer always comes last",
+    )
+    timeout: float = Field(30.0, alias="AI_TIMEOUT", description="seconds per model call (default of each provider)")
+    turn_timeout: float = Field(
+        60.0,
+        alias="AI_TURN_TIMEOUT",
+        description="seconds a turn may spend on providers (calls, backoff) before answering offline",
+    )
+    max_retries: int = Field(
+        2,
+        alias="AI_MAX_RETRIES",
+        description="retries per provider and turn on timeouts, connection errors, 408, 409, 429 and 5xx "
+        "(the SDKs' own retries are off)",
+    )
+    backoff_base: float = Field(
+        0.5, alias="AI_BACKOFF_BASE", description="first retry delay in seconds (doubles per retry, with jitter)"
+    )
+    backoff_max: float = Field(8.0, alias="AI_BACKOFF_MAX", description="longest retry delay in seconds")
+    retry_after_max: float = Field(
+        10.0,
+        alias="AI_RETRY_AFTER_MAX",
+        description="longest `retry-after` waited for; a longer one cools the provider down for that long instead",
+    )
+    cooldown_failures: int = Field(
+        3,
+        alias="AI_COOLDOWN_FAILURES",
+        description="failed calls in a row after which a provider is cooled down (skipped)",
+    )
+    cooldown_seconds: float = Field(
+        60.0, alias="AI_COOLDOWN_SECONDS", description="how long a cooled-down provider is skipped"
+    )
+    max_output_tokens: int = Field(1024, alias="AI_MAX_OUTPUT_TOKENS", description="most tokens a model may write")
+    history_tokens: int = Field(
+        1200, alias="AI_HISTORY_TOKENS", description="token budget of the conversation history in a prompt"
+    )
+    sources_tokens: int = Field(
+        6000, alias="AI_SOURCES_TOKENS", description="token budget of the search results (sources) in a prompt"
+    )
+    prices: str = Field(
+        "",
+        alias="AI_PRICES",
+        description="price table additions/overrides, USD per million tokens: `model=input/output,…` "
+        "(a model matches its longest prefix)",
+    )
+    user_daily_budget_usd: float = Field(
+        0.0,
+        alias="AI_USER_DAILY_BUDGET_USD",
+        description="model spend per user and UTC day; beyond it answers come from the search results (0: no limit)",
+    )
     max_answer_chars: int = Field(3000, alias="AI_MAX_ANSWER_CHARS", description="longest answer composed")
 
 

@@ -45,6 +45,8 @@ def _tidy(line: str) -> str:
         previous = line
         line = re.sub(r"\(\s*(?:(?:and|or|also|see|in|at|cf\.|e\.g\.|i\.e\.)[\s,;]*)*[,;]?\s*\)|\[\s*\]", "", line)
         line = re.sub(r"\s+(?:and|or)\s*([,.;:!?)]|$)", r"\1", line)
+        # A connector left hanging at the end: "calls it, see also" / "defined in."
+        line = re.sub(r"[,;]?\s+(?:see(?:\s+also)?|also|cf\.|in|at)\s*([.!?]?)$", r"\1", line)
         line = re.sub(r"\(\s*[,;]\s*", "(", line)
         line = re.sub(r"\s*[,;]\s*\)", ")", line)
         line = re.sub(r"([,;])\s*[,;]", r"\1", line)
@@ -97,6 +99,52 @@ def check_citations(text: str, hits: Sequence[Hit]) -> CitationCheck:
         out.append(rewritten)
     result.text = "\n".join(out)
     return result
+
+
+# "[2]" or "[1, 3]" referring to the numbered sources of the prompt; not a link ("[2](url)"), not an
+# index ("items[2]").
+_SOURCE_NUMBERS = re.compile(r"(?<![\w\[])\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\](?![(\[])")
+_CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+
+
+def expand_source_numbers(text: str, hits: Sequence[Hit]) -> str:
+    """Source numbers ("[2]") -> the source's `repo/path:line`: the user never sees the numbered list.
+    A number without a source is dropped; one whose location the line already cites is dropped too."""
+    out: list[str] = []
+    in_code = False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith(FENCE) and not (stripped.endswith(FENCE) and len(stripped) > 6):
+            in_code = not in_code
+            out.append(line)
+            continue
+        if in_code or "[" not in line:
+            out.append(line)
+            continue
+        dropped = False
+
+        def replace(match: re.Match[str], line: str = line) -> str:
+            nonlocal dropped
+            named = []
+            for raw in match.group(1).split(","):
+                number = int(raw)
+                if 1 <= number <= len(hits) and hits[number - 1].location not in line:
+                    location = hits[number - 1].location
+                    if location not in named:
+                        named.append(location)
+            if not named:
+                dropped = True
+            return ", ".join(named)
+
+        parts = _CODE_SPAN.split(line)
+        rewritten = "".join(part if index % 2 else _SOURCE_NUMBERS.sub(replace, part)
+                            for index, part in enumerate(parts))
+        if dropped:
+            rewritten = _tidy(rewritten)
+            if _is_empty(rewritten):
+                continue
+        out.append(rewritten)
+    return "\n".join(out)
 
 
 def locations(hits: Sequence[Hit]) -> list[str]:

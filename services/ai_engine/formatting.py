@@ -145,13 +145,16 @@ def squeeze_blank_lines(text: str) -> str:
 
 def trim_code(snippet: str, max_lines: int, max_width: int = 100) -> str:
     """A phone-sized excerpt: dedented, blank edges removed, at most ``max_lines`` lines."""
-    lines = textwrap.dedent(snippet.expandtabs(4)).split("\n")
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    cut = len(lines) > max_lines
-    lines = lines[:max_lines]
+    lines = snippet.split("\n")
+    start = 0
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    end = len(lines)
+    while end > start and not lines[end - 1].strip():
+        end -= 1
+    cut = end - start > max_lines
+    # Only the lines shown are dedented (by their own common indent): a long snippet costs no more.
+    lines = textwrap.dedent("\n".join(lines[start:min(end, start + max_lines)]).expandtabs(4)).split("\n")
     shown = [line.rstrip() if len(line) <= max_width else line[: max_width - 1].rstrip() + ELLIPSIS for line in lines]
     if cut:
         shown.append(ELLIPSIS)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from libs.common import bus
 from libs.common.events import Envelope, EventType, SearchCompleted, Service, derived_id
 from libs.common.settings import get_settings
+from services.ai_engine import providers
 from services.ai_engine.composer import compose_response
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,10 @@ def handle_search_completed(envelope: Envelope) -> None:
     completed = envelope.data()
     if not isinstance(completed, SearchCompleted):
         raise bus.PermanentError(f"expected search.completed, got {envelope.type.value}")
-    response = compose_response(completed)
+    response = compose_response(completed, correlation_id=envelope.correlation_id)
     log.info(
-        "answered %s with %s in %.0f ms (%d hits, fallback=%s)",
-        envelope.correlation_id, response.answerer, response.latency_ms, len(completed.hits),
+        "answered %s with %s in %.0f ms (%d hits, %d retries, fallback=%s)",
+        envelope.correlation_id, response.answerer, response.latency_ms, len(completed.hits), response.retries,
         response.fallback_reason or "-",
     )
     # Same id on redelivery: the processor keeps one answer per turn.
@@ -36,8 +37,13 @@ HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
 
 
 def startup() -> None:
+    """Fail fast on a malformed chain configuration; say which providers answer, in which order."""
     ai = get_settings().ai
-    if ai.openai_api_key:
-        log.info("answering with OpenAI model %s (offline answerer as fallback)", ai.openai_model)
+    for warning in providers.check(ai):
+        log.warning(warning)
+    chain = providers.configured(ai)
+    if chain:
+        order = " -> ".join(f"{p.name} ({p.model})" for p in chain)
+        log.info("answering with %s -> offline answerer", order)
     else:
         log.info("no AI provider configured: answering with the offline answerer")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from libs.common.events import Envelope, HistoryItem, Hit, SearchCompleted, SearchMode, SearchRequested
+from libs.common import bus
+from libs.common.events import (
+    AIResponse,
+    Envelope,
+    EventType,
+    HistoryItem,
+    Hit,
+    SearchCompleted,
+    SearchMode,
+    SearchRequested,
+)
+from services.ai_engine import worker
 
 SIGNATURE_CODE = "\n".join([
     "    def verify_signature(self, url: str, params: dict[str, str], signature: str) -> bool:",
@@ -44,3 +55,21 @@ def completed(hit_list: list[Hit] | None = None, **request_fields: object) -> Se
 
 def envelope(search: SearchCompleted, correlation_id: str = "SM0001") -> Envelope:
     return Envelope.new(search, correlation_id=correlation_id, source="code_search")
+
+
+BEST = "repotalk/services/gateway/signature.py:41"
+WEBHOOK = "repotalk/services/gateway/webhooks.py:88"
+
+
+def answer(search_envelope: Envelope) -> tuple[AIResponse, str]:
+    """Run the worker's handler on a search.completed; the one ai.response it published and its id."""
+    with bus.capture_published() as sent:
+        worker.handle_search_completed(search_envelope)
+    assert len(sent) == 1
+    published = sent[0]
+    assert published.type is EventType.AI_RESPONSE
+    assert published.correlation_id == search_envelope.correlation_id
+    assert published.source == "ai_engine"
+    data = published.data()
+    assert isinstance(data, AIResponse)
+    return data, published.id

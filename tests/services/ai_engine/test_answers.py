@@ -7,11 +7,11 @@ import re
 import pytest
 
 from libs.common.events import Hit, SearchCompleted
-from services.ai_engine.citations import check_citations
+from services.ai_engine.citations import check_citations, expand_source_numbers
 from services.ai_engine.formatting import to_whatsapp, trim_code, truncate
 from services.ai_engine.offline import offline_answer
 from services.ai_engine.replies import no_hits_answer, pattern_answer, search_error_answer
-from tests.services.ai_engine.helpers import completed, hits, request
+from tests.services.ai_engine.helpers import BEST, WEBHOOK, completed, hits, request
 
 CODE_BLOCK = re.compile(r"```\n(.*?)\n```", re.S)
 
@@ -202,3 +202,23 @@ def test_trim_and_truncate_helpers() -> None:
     assert len(cut) <= 200
     assert cut.endswith("```\n…")
     assert truncate("short", 200) == "short"
+
+
+def test_source_numbers_become_locations() -> None:
+    text = "\n".join([
+        "It is checked in verify_signature [1], called by the webhook [2, 3].",
+        f"Shown in {BEST} [1].",
+        "An index like items[2] or a link [2](https://x.y) stays; [9] goes.",
+        "```",
+        "values[1] = [2]",
+        "```",
+        "[7]",
+    ])
+    assert expand_source_numbers(text, hits()) == "\n".join([
+        f"It is checked in verify_signature {BEST}, called by the webhook {WEBHOOK}, repotalk/docs/twilio.md:12.",
+        f"Shown in {BEST}.",
+        "An index like items[2] or a link [2](https://x.y) stays; goes.",
+        "```",
+        "values[1] = [2]",
+        "```",
+    ])
