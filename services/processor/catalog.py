@@ -6,17 +6,29 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
-from libs.common.models.code_index import Repository
+from services.processor.tables import REPOSITORIES
 
 ALL = "all"
 _SEPARATORS = re.compile(r"[\s,;]+")
 
 
-def repositories(db: Session) -> list[Repository]:
-    return list(db.scalars(select(Repository).order_by(Repository.name)).all())
+@dataclass(frozen=True)
+class Repo:
+    name: str
+    status: str
+    file_count: int
+    symbol_count: int
+
+
+_LIST = select(
+    REPOSITORIES.c.name, REPOSITORIES.c.status, REPOSITORIES.c.file_count, REPOSITORIES.c.symbol_count
+).order_by(REPOSITORIES.c.name)
+
+
+def repositories(conn: Connection) -> list[Repo]:
+    return [Repo(row[0], row[1], row[2] or 0, row[3] or 0) for row in conn.execute(_LIST)]
 
 
 def parse_names(argument: str) -> list[str]:
@@ -35,10 +47,10 @@ class ScopeChoice:
     valid: list[str] = field(default_factory=list)
 
 
-def resolve_scope(db: Session, names: Sequence[str]) -> ScopeChoice:
+def resolve_scope(conn: Connection, names: Sequence[str]) -> ScopeChoice:
     """Match names against the indexed repositories, exactly first, then ignoring case (phones like to
     capitalise). ``all`` alone clears the scope."""
-    valid = [repo.name for repo in repositories(db)]
+    valid = [repo.name for repo in repositories(conn)]
     if [name.lower() for name in names] == [ALL]:
         return ScopeChoice(repos=[], valid=valid)
     by_lower: dict[str, list[str]] = {}

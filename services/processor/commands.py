@@ -7,9 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
-from libs.common.models.conversations import ChatSession
 from libs.common.settings import get_settings
 from services.processor import catalog, privacy, sessions, texts
 
@@ -30,8 +29,8 @@ def parse(text: str) -> Command:
 
 @dataclass
 class Context:
-    db: Session
-    chat: ChatSession
+    conn: Connection
+    chat: sessions.Chat
     user_id: str
     now: datetime
     argument: str = ""
@@ -48,12 +47,12 @@ def _help(ctx: Context) -> CommandResult:
 
 
 def _reset(ctx: Context) -> CommandResult:
-    sessions.reset_session(ctx.db, ctx.chat, ctx.now)
+    sessions.reset_session(ctx.conn, ctx.chat, ctx.now)
     return CommandResult(reply=texts.RESET_DONE)
 
 
 def _repos(ctx: Context) -> CommandResult:
-    repos = catalog.repositories(ctx.db)
+    repos = catalog.repositories(ctx.conn)
     if not repos:
         return CommandResult(reply=texts.NO_REPOSITORIES)
     scope = list(ctx.chat.repos or [])
@@ -61,8 +60,8 @@ def _repos(ctx: Context) -> CommandResult:
         texts.RepoLine(
             name=repo.name,
             status=repo.status,
-            files=repo.file_count or 0,
-            symbols=repo.symbol_count or 0,
+            files=repo.file_count,
+            symbols=repo.symbol_count,
             in_scope=repo.name in scope,
         )
         for repo in repos
@@ -74,10 +73,10 @@ def _repo(ctx: Context) -> CommandResult:
     names = catalog.parse_names(ctx.argument)
     if not names:
         return CommandResult(reply=texts.repo_usage(list(ctx.chat.repos or [])))
-    choice = catalog.resolve_scope(ctx.db, names)
+    choice = catalog.resolve_scope(ctx.conn, names)
     if choice.unknown:
         return CommandResult(reply=texts.repo_unknown(choice.unknown, choice.valid))
-    ctx.chat.repos = choice.repos
+    ctx.chat = sessions.set_repos(ctx.conn, ctx.chat, choice.repos)
     return CommandResult(reply=texts.repo_scope_set(choice.repos))
 
 
@@ -88,11 +87,11 @@ def _search(ctx: Context) -> CommandResult:
 
 
 def _export(ctx: Context) -> CommandResult:
-    return CommandResult(reply=privacy.export(ctx.db, ctx.user_id, ctx.now))
+    return CommandResult(reply=privacy.export(ctx.conn, ctx.user_id, ctx.now))
 
 
 def _delete(ctx: Context) -> CommandResult:
-    sessions.set_pending(ctx.chat, privacy.DELETE_ACTION, ctx.now + privacy.DELETE_WINDOW)
+    ctx.chat = sessions.set_pending(ctx.conn, ctx.chat, privacy.DELETE_ACTION, ctx.now + privacy.DELETE_WINDOW)
     return CommandResult(reply=texts.delete_prompt(int(privacy.DELETE_WINDOW.total_seconds() // 60)))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from libs.common.db import utcnow
 from libs.common.events import Envelope, MessageFailed, Service
@@ -29,18 +29,23 @@ def handle(envelope: Envelope) -> list[Envelope]:
     if failure.stage in SILENT_STAGES:
         log.info("message.failed %s at stage %s: nothing to apologise for here", correlation_id, failure.stage)
         return []
-    return tx.retrying(lambda db: _handle(db, correlation_id, failure), "message.failed", correlation_id)
+    return tx.retrying(lambda conn: _handle(conn, correlation_id, failure), "message.failed", correlation_id)
 
 
-def _handle(db: Session, correlation_id: str, failure: MessageFailed) -> list[Envelope]:
-    failed_now = turns.mark_failed(db, correlation_id)
-    turn = turns.get(db, correlation_id)
+def _handle(conn: Connection, correlation_id: str, failure: MessageFailed) -> list[Envelope]:
+    with tx.atomic(conn):
+        return _fail(conn, correlation_id, failure)
+
+
+def _fail(conn: Connection, correlation_id: str, failure: MessageFailed) -> list[Envelope]:
+    failed_now = turns.mark_failed(conn, correlation_id)
+    turn = turns.get(conn, correlation_id)
     if turn is None:
         if failure.user_id is None:
             log.warning("message.failed %s at %s: no turn and no user to apologise to", correlation_id, failure.stage)
             return []
         # The message failed before it became a turn (e.g. the processor could not handle it).
-        turn = turns.add_failed(db, correlation_id, failure.user_id, utcnow())
+        turn = turns.add_failed(conn, correlation_id, failure.user_id, utcnow())
         failed_now = True
     if turn.status == turns.ANSWERED:
         log.info("message.failed %s at %s: turn already answered, no apology", correlation_id, failure.stage)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from libs.common.db import utcnow
-from libs.common.models.conversations import ChatSession, Erasure, Turn
-from services.processor import texts, turns
+from libs.common.security import decrypt
+from services.processor import texts
+from services.processor.tables import ERASURES, SESSIONS, TURNS
 
 DELETE_ACTION = "delete"
 DELETE_WINDOW = timedelta(minutes=5)  # how long "YES DELETE" is accepted after /delete
@@ -18,69 +19,87 @@ DELETE_WINDOW = timedelta(minutes=5)  # how long "YES DELETE" is accepted after 
 _EXPORTED_KINDS = ("question", "pattern", "command")
 
 
-def export(db: Session, user_id: str, now: datetime | None = None) -> str:
+@dataclass(frozen=True)
+class Receipt:
+    """What an erasure removed (counts only: it holds nothing about the user)."""
+
+    sessions: int
+    turns: int
+
+
+_EXPORT_SESSIONS = (
+    select(SESSIONS.c.id, SESSIONS.c.created_at, SESSIONS.c.ended_at, SESSIONS.c.end_reason, SESSIONS.c.repos)
+    .where(SESSIONS.c.user_id == bindparam("uid"))
+    .order_by(SESSIONS.c.created_at, SESSIONS.c.id)
+)
+_EXPORT_TURNS = (
+    select(
+        TURNS.c.session_id, TURNS.c.created_at, TURNS.c.kind, TURNS.c.question_enc, TURNS.c.answer_enc,
+        TURNS.c.status,
+    )
+    .where(
+        TURNS.c.user_id == bindparam("uid"), TURNS.c.kind.in_(_EXPORTED_KINDS), TURNS.c.session_id.is_not(None)
+    )
+    .order_by(TURNS.c.created_at, TURNS.c.correlation_id)
+)
+_DELETE_TURNS = delete(TURNS).where(TURNS.c.user_id == bindparam("uid"))
+_DELETE_SESSIONS = delete(SESSIONS).where(SESSIONS.c.user_id == bindparam("uid"))
+_RECEIPT = select(ERASURES.c.sessions, ERASURES.c.turns).where(ERASURES.c.correlation_id == bindparam("cid"))
+
+
+def export(conn: Connection, user_id: str, now: datetime | None = None) -> str:
     """Every session of the user with its dates and scope, and every message of theirs with the
     answers, decrypted; nothing of anyone else."""
     now = now or utcnow()
-    chats = db.scalars(
-        select(ChatSession).where(ChatSession.user_id == user_id).order_by(ChatSession.created_at, ChatSession.id)
-    ).all()
-    rows = db.scalars(
-        select(Turn)
-        .where(Turn.user_id == user_id, Turn.kind.in_(_EXPORTED_KINDS), Turn.session_id.is_not(None))
-        .order_by(Turn.created_at, Turn.correlation_id)
-    ).all()
+    chats = conn.execute(_EXPORT_SESSIONS, {"uid": user_id}).all()
     by_session: dict[str, list[texts.ExportTurn]] = defaultdict(list)
-    for turn in rows:
-        assert turn.session_id is not None
-        by_session[turn.session_id].append(
+    for session_id, created_at, kind, question_enc, answer_enc, status in conn.execute(_EXPORT_TURNS, {"uid": user_id}):
+        by_session[session_id].append(
             texts.ExportTurn(
-                at=turn.created_at,
-                kind=turn.kind,
-                question=turns.question_text(turn),
+                at=created_at,
+                kind=kind,
+                question=decrypt(question_enc),
                 # A command's reply is repotalk's own text (and an /export reply would nest exports).
-                answer=turns.answer_text(turn) if turn.kind != "command" else None,
-                status=turn.status,
+                answer=decrypt(answer_enc) if answer_enc is not None and kind != "command" else None,
+                status=status,
             )
         )
     sessions = [
         texts.ExportSession(
-            started=chat.created_at,
-            ended=chat.ended_at,
-            end_reason=chat.end_reason,
-            scope=list(chat.repos or []),
-            turns=by_session.get(chat.id, []),
+            started=created_at,
+            ended=ended_at,
+            end_reason=end_reason,
+            scope=list(repos or []),
+            turns=by_session.get(chat_id, []),
         )
-        for chat in chats
+        for chat_id, created_at, ended_at, end_reason, repos in chats
     ]
     return texts.export_text(sessions, now)
 
 
-def erase(db: Session, user_id: str, correlation_id: str, now: datetime | None = None) -> Erasure:
+def erase(conn: Connection, user_id: str, correlation_id: str, now: datetime | None = None) -> Receipt:
     """Delete every session and turn of the user and leave a receipt keyed by the confirming message
     (it holds nothing about the user). The receipt's primary key makes a concurrent duplicate of the
     confirmation lose with a unique violation."""
-    db.flush()
-    turn_result = db.execute(delete(Turn).where(Turn.user_id == user_id).execution_options(synchronize_session=False))
-    session_result = db.execute(
-        delete(ChatSession).where(ChatSession.user_id == user_id).execution_options(synchronize_session=False)
+    turn_count = conn.execute(_DELETE_TURNS, {"uid": user_id}).rowcount
+    session_count = conn.execute(_DELETE_SESSIONS, {"uid": user_id}).rowcount
+    receipt = Receipt(sessions=max(session_count, 0), turns=max(turn_count, 0))
+    conn.execute(
+        insert(ERASURES),
+        {
+            "correlation_id": correlation_id,
+            "sessions": receipt.sessions,
+            "turns": receipt.turns,
+            "erased_at": now or utcnow(),
+        },
     )
-    # The rows behind any loaded objects are gone: forget them so nothing tries to update them.
-    db.expunge_all()
-    receipt = Erasure(
-        correlation_id=correlation_id,
-        sessions=int(getattr(session_result, "rowcount", 0) or 0),
-        turns=int(getattr(turn_result, "rowcount", 0) or 0),
-        erased_at=now or utcnow(),
-    )
-    db.add(receipt)
-    db.flush()
     return receipt
 
 
-def receipt(db: Session, correlation_id: str) -> Erasure | None:
-    return db.get(Erasure, correlation_id)
+def receipt(conn: Connection, correlation_id: str) -> Receipt | None:
+    row = conn.execute(_RECEIPT, {"cid": correlation_id}).first()
+    return Receipt(sessions=row[0], turns=row[1]) if row is not None else None
 
 
-def erased_reply(receipt: Erasure) -> str:
+def erased_reply(receipt: Receipt) -> str:
     return texts.delete_done(receipt.sessions, receipt.turns)

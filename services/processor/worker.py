@@ -40,4 +40,5 @@ HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
 
 
 def startup() -> None:
-    """Nothing to prepare: the processor holds no process state beyond the shared engine and broker."""
+    """Nothing to prepare: the engine, the broker and the connections ``tx`` keeps are made on first use
+    (after any fork), and kept connections are checked per process."""

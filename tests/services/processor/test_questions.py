@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 import pytest
+from sqlalchemy import Connection
 
 from libs.common import bus
-from libs.common.db import session_scope
+from libs.common.db import get_engine
 from libs.common.events import EventType, HistoryItem, derived_id
 from libs.common.security import decrypt
-from services.processor import sessions, worker
+from services.processor import lookup, sessions, worker
 from tests.conftest import apply_env
 from tests.services.processor.support import (
     ALICE,
@@ -228,15 +230,16 @@ def test_a_lost_race_for_the_session_retries_with_the_winner(
 ) -> None:
     say("/help")
     [winner] = active_sessions(ALICE)
-    real = sessions.active_session
+    real = lookup.load
     calls = {"n": 0}
 
-    def stale_read(db, user_id):  # type: ignore[no-untyped-def]
+    def stale_read(conn: Connection, correlation_id: str, user_id: str, history_turns: int) -> lookup.Lookup:
         # The first look misses the session another transaction just committed.
         calls["n"] += 1
-        return None if calls["n"] == 1 else real(db, user_id)
+        found = real(conn, correlation_id, user_id, history_turns)
+        return replace(found, session=None, exchanges=[]) if calls["n"] == 1 else found
 
-    monkeypatch.setattr(sessions, "active_session", stale_read)
+    monkeypatch.setattr(lookup, "load", stale_read)
     request = search_of(say("racing question"))
 
     assert calls["n"] == 2
@@ -250,14 +253,14 @@ def test_database_refuses_a_second_active_session(database: str) -> None:
     from libs.common.db import is_unique_violation, utcnow
 
     say("/help")
-    with pytest.raises(IntegrityError) as caught, session_scope() as db:
-        sessions.start_session(db, ALICE, utcnow())
+    with pytest.raises(IntegrityError) as caught, get_engine().begin() as conn:
+        sessions.start_session(conn, ALICE, utcnow())
     assert is_unique_violation(caught.value)
-    with session_scope() as db:
-        ended = sessions.active_session(db, ALICE)
+    with get_engine().begin() as conn:
+        ended = sessions.active_session(conn, ALICE)
         assert ended is not None
-        sessions.end_session(db, ended, "reset", utcnow())
-        sessions.start_session(db, ALICE, utcnow())  # allowed once the other one ended
+        sessions.end_session(conn, ended, "reset", utcnow())
+        sessions.start_session(conn, ALICE, utcnow())  # allowed once the other one ended
     assert len(active_sessions(ALICE)) == 1
 
 
