@@ -15,9 +15,17 @@ from sqlalchemy import Connection
 from libs.common.db import utcnow
 from libs.common.events import Envelope, HistoryItem, MessageReceived, ReplyKind, SearchMode, SearchRequested
 from libs.common.settings import get_settings
-from services.processor import commands, lookup, outgoing, privacy, sessions, texts, turns, tx, writes
+from services.processor import commands, intent, lookup, outgoing, privacy, sessions, texts, turns, tx, writes
 
 log = logging.getLogger(__name__)
+
+
+SMALL_TALK = {
+    intent.Intent.GREETING: texts.GREETING,
+    intent.Intent.THANKS: texts.THANKS,
+    intent.Intent.ABOUT_ME: texts.ABOUT_ME,
+    intent.Intent.OFF_TOPIC: texts.OFF_TOPIC,
+}
 
 
 def is_confirmation(text: str) -> bool:
@@ -60,6 +68,11 @@ def _handle(conn: Connection, correlation_id: str, message: MessageReceived) -> 
         plan = plan.without_pending()
 
     limit = settings.conversation.max_body_chars
+    small_talk = intent.classify(text) if text and not text.startswith("/") else intent.Intent.QUESTION
+    if small_talk is not intent.Intent.QUESTION and not confirming:
+        with tx.atomic(conn):
+            chat = sessions.apply(conn, plan, now)
+            return _notice(conn, correlation_id, chat, user_id, SMALL_TALK[small_talk], small_talk.value)
     if text and len(text) <= limit and not is_confirmation(text) and not text.startswith("/"):
         # A question: the session's write goes with the turn's (one statement where the database can).
         # The history belongs to the session that was read; a session started now has none.

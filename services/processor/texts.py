@@ -173,3 +173,18 @@ def export_text(sessions: Sequence[ExportSession], exported_at: datetime) -> str
             lines.append("_(no messages)_")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+GREETING = (
+    "Hi! 👋 Ask me anything about your code, e.g. _where do we verify webhook signatures?_ "
+    "or `/search def process_webhook`. `/help` lists everything I can do."
+)
+THANKS = "You're welcome! Anything else about the code?"
+ABOUT_ME = (
+    "I'm *repotalk*: I search your team's repositories and answer questions about the code with "
+    "`path:line` citations. Try _how do sessions expire?_ or `/help`."
+)
+OFF_TOPIC = (
+    "I only know about your code, so I can't help with that one. Ask me where something happens in the "
+    "codebase, or send `/help`."
+)
