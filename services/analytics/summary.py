@@ -18,7 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from libs.common import db
 from libs.common.events import EventType
 from libs.common.models.analytics import AnalyticsEvent, SearchQuery, TurnMetrics
-from services.analytics.recorder import STATUSES
+from services.analytics.merge import STATUSES
 
 PERCENTILES = (0.5, 0.95, 0.99)
 MAX_HOURS = 24 * 90
