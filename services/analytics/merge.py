@@ -77,6 +77,8 @@ class TurnState:
     cost_usd: float = 0.0
     ai_latency_ms: float | None = None
     fallback_reason: str | None = None
+    ai_retries: int = 0
+    ai_fallbacks: int = 0
     failed: bool = False
     error_stage: str | None = None
     error_reason: str | None = None
@@ -287,6 +289,8 @@ def _on_ai_response(replay: Replay, envelope: Envelope, payload: Payload) -> Non
     turn.cost_usd = payload.cost_usd
     turn.ai_latency_ms = payload.latency_ms
     turn.fallback_reason = payload.fallback_reason[:REASON_CHARS] if payload.fallback_reason else None
+    turn.ai_retries = payload.retries
+    turn.ai_fallbacks = payload.fallbacks
     replay.attach_user(turn, payload.user_id)
 
 

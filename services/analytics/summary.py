@@ -103,12 +103,14 @@ def summary(hours: float = 24, now: datetime | None = None) -> dict[str, Any]:
                 .order_by(TurnMetrics.answerer)
             )
         }
-        tokens_in, tokens_out, cost, fallbacks = session.execute(
+        tokens_in, tokens_out, cost, fallbacks, retries, fallbacks_taken = session.execute(
             select(
                 func.coalesce(func.sum(TurnMetrics.input_tokens), 0),
                 func.coalesce(func.sum(TurnMetrics.output_tokens), 0),
                 func.coalesce(func.sum(TurnMetrics.cost_usd), 0.0),
                 func.count(TurnMetrics.fallback_reason),
+                func.coalesce(func.sum(TurnMetrics.ai_retries), 0),
+                func.coalesce(func.sum(TurnMetrics.ai_fallbacks), 0),
             ).where(*in_window)
         ).one()
         errors = {
@@ -140,7 +142,9 @@ def summary(hours: float = 24, now: datetime | None = None) -> dict[str, Any]:
             "input_tokens": int(tokens_in),
             "output_tokens": int(tokens_out),
             "cost_usd": round(float(cost), 6),
-            "fallbacks": int(fallbacks),
+            "fallbacks": int(fallbacks),  # turns that left at least one provider behind
+            "fallbacks_taken": int(fallbacks_taken),  # providers given up, summed over turns
+            "retries": int(retries),  # provider calls repeated, summed over turns
         },
         "errors_by_stage": errors,
     }

@@ -74,6 +74,8 @@ class TurnMetrics(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     ai_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     fallback_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    ai_retries: Mapped[int] = mapped_column(Integer, default=0)  # calls repeated on one provider
+    ai_fallbacks: Mapped[int] = mapped_column(Integer, default=0)  # providers given up before the answer
 
     # The earliest failure of the turn (message.failed, or an undelivered chunk).
     failed: Mapped[bool] = mapped_column(Boolean, default=False)

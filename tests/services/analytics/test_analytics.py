@@ -79,7 +79,10 @@ EXPECTED_SUMMARY_BODY = {
         },
     },
     "answerers": {"offline": 1, "openai": 2, "pattern": 1, "search_error": 1},
-    "ai": {"input_tokens": 1300, "output_tokens": 200, "cost_usd": 0.000315, "fallbacks": 1},
+    "ai": {
+        "input_tokens": 1300, "output_tokens": 200, "cost_usd": 0.000315, "fallbacks": 1, "fallbacks_taken": 1,
+        "retries": 2,
+    },
     "errors_by_stage": {"ai_engine": 1, "delivery": 1},
 }
 
@@ -238,7 +241,9 @@ def test_empty_summary(database: str) -> None:
     assert result["turns"]["received"] == 0
     assert result["latency_ms"]["end_to_end"] == {"count": 0, "p50": None, "p95": None, "p99": None}
     assert result["search"] == {"total": 0, "by_mode": {}}
-    assert result["ai"] == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "fallbacks": 0}
+    assert result["ai"] == {
+        "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "fallbacks": 0, "fallbacks_taken": 0, "retries": 0,
+    }
 
 
 def _client() -> TestClient:

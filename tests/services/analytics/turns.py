@@ -70,12 +70,12 @@ class Turn:
         return self
 
     def ai(self, ms: float, answerer: str, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0,
-           fallback_reason: str | None = None) -> Turn:
+           fallback_reason: str | None = None, retries: int = 0, fallbacks: int = 0) -> Turn:
         payload = AIResponse(session_id="s-" + self.user, user_id=self.user, question="where is x?",
                              answer="It is in repotalk/src/m0.py:1", answerer=answerer,
                              model="gpt-4o-mini" if answerer == "openai" else None,
                              input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost,
-                             latency_ms=ms, fallback_reason=fallback_reason)
+                             latency_ms=ms, fallback_reason=fallback_reason, retries=retries, fallbacks=fallbacks)
         self.events.append(event(payload, self.sid, at(self.start, ms), "ai_engine"))
         return self
 
@@ -111,7 +111,7 @@ def scenario(t0: datetime) -> dict[str, Turn]:
         .failed(2950, "analytics", "OperationalError"),
         # e2e 1000; queue 200, search 300, ai 100, persist 100, send 300
         "SM2": Turn("SM2", "u_bob", at(t0, -40 * 60_000)).received().search(200, 500, 2, 250)
-        .ai(600, "offline", fallback_reason="openai: timeout").reply(700).sent(1000),
+        .ai(600, "offline", fallback_reason="openai: timeout", retries=2, fallbacks=1).reply(700).sent(1000),
         # pattern search; e2e 2000; queue 50, search 100, ai 10, persist 40, send 1800
         "SM3": Turn("SM3", "u_alice", at(t0, -30 * 60_000)).received().search(50, 150, 5, 80, mode="pattern")
         .ai(160, "pattern").reply(200).sent(2000),
