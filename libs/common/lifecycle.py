@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kombu.transport import memory
+
 from libs.common import bus, db, security
 from libs.common.settings import get_settings
 
@@ -11,3 +13,7 @@ def reset_process_state() -> None:
     security._fernet.cache_clear()
     db.reset()
     bus.reset()
+    # The in-memory broker keeps its queues on the class, beyond any one Celery app: messages nobody
+    # consumed would otherwise reach the next user of the process (the next test).
+    memory.Channel.queues.clear()
+    memory.Channel.events.clear()
