@@ -10,7 +10,8 @@ PORT ?= 8000
 DEV_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/repotalk_dev
 DEV_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run dev-local dev stop logs test test-fast lint typecheck validate bench bench-webhook clean
+.PHONY: help install run dev-local dev stop logs test test-fast lint typecheck validate bench bench-webhook \
+	bench-search bench-retrieval bench-ai bench-hotpaths clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -64,10 +65,24 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
-bench: bench-webhook ## Every benchmark
+bench: bench-webhook bench-search bench-retrieval bench-ai bench-hotpaths ## Every benchmark
 
 bench-webhook: install ## Signed webhooks through the distributed stack: msgs/s, ack and end-to-end latency
 	$(BIN)/python bench/webhook.py
+
+bench-search: install ## Index and query a ~1M-line corpus of PyPI sdists beside ripgrep
+	$(BIN)/python bench/search.py
+
+bench-retrieval: install ## Recall@k and MRR of a question set on SQLAlchemy, beside BM25 over whole files
+	$(BIN)/python bench/retrieval.py
+
+bench-ai: install ## The AI engine's own overhead per turn and the cost of a fallback
+	$(BIN)/python bench/ai.py
+
+bench-hotpaths: install ## CPU per event of each service's handlers, beside the previous implementation
+	$(BIN)/python bench/hotpath_processor.py
+	$(BIN)/python bench/hotpath_analytics.py
+	$(BIN)/python bench/hotpath_gateway.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

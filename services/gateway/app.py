@@ -1,24 +1,29 @@
 """The gateway's HTTP application: Twilio webhooks, status callbacks, health, the sandbox API.
 
-``create_app`` also runs the outbox relay for the process's lifetime (unless told not to, as
-tests do when they drive ``relay_once`` themselves).
+``create_app`` also runs, for the process's lifetime, the inbound writer (the thread that stores
+webhooks' messages) and the outbox relay (unless told not to, as tests do when they drive
+``relay_once`` themselves).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from libs.common.settings import get_settings
 from services.gateway import health, sandbox, webhooks
+from services.gateway.inbound_writer import InboundWriter
 from services.gateway.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,45 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": f"internal error (id {error_id})"}, status_code=500)
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, with Twilio's inbound webhook served ahead of the middleware and routing layers.
+
+    That one endpoint takes every message of every user and must answer within milliseconds; the
+    generic layers (error and telemetry middlewares, exit stacks, matching every route) cost it as
+    much CPU as its own work. It is served by the same endpoint function with the same error
+    handlers. Any user middleware (tracing, say) turns the shortcut off: it then sees every request.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == webhooks.INBOUND_PATH
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and not self.user_middleware
+        ):
+            scope["app"] = self
+            request = Request(scope, receive, send)
+            try:
+                response = await webhooks.inbound_message(request)
+            except Exception as exc:
+                response = await self._handled(request, exc)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _handled(self, request: Request, exc: Exception) -> Response:
+        """The response the app's exception handlers give for ``exc`` (as the middlewares would)."""
+        for cls in type(exc).__mro__:
+            handler = self.exception_handlers.get(cls)
+            if handler is not None:
+                response = handler(request, exc)
+                if inspect.isawaitable(response):
+                    response = await response
+                return cast(Response, response)
+        raise exc
+
+
 def create_app(extra_routers: Sequence[APIRouter] = (), start_relay: bool = True) -> FastAPI:
     """The gateway application; ``extra_routers`` are mounted as they are (other services' APIs)."""
 
@@ -70,16 +114,23 @@ def create_app(extra_routers: Sequence[APIRouter] = (), start_relay: bool = True
             relay = OutboxRelay(interval=get_settings().broker.outbox_relay_interval)
             relay.start()
             relay.wake()  # rows left pending by a previous run or a broker outage
+        writer = InboundWriter(on_queued=relay.wake if relay is not None else None)
+        writer.start()
         app.state.relay = relay
+        app.state.writer = writer
         try:
             yield
         finally:
+            # Requests are over by now (the server drains them before the lifespan ends).
+            writer.stop()
+            app.state.writer = None
             if relay is not None:
                 relay.stop()
             app.state.relay = None
 
-    app = FastAPI(title="repotalk gateway", version="0.1.0", lifespan=lifespan)
+    app = GatewayApp(title="repotalk gateway", version="0.1.0", lifespan=lifespan)
     app.state.relay = None
+    app.state.writer = None
     _install_error_handlers(app)
     for router in (webhooks.router, webhooks.status_router, health.router, sandbox.router, *extra_routers):
         app.include_router(router)

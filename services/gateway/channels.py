@@ -16,12 +16,13 @@ from functools import lru_cache
 from typing import Protocol
 
 import requests
+import urllib3
 from twilio.base.exceptions import TwilioException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from libs.common.logs import redact
 from libs.common.settings import Settings, TwilioSettings, get_settings
+from services.gateway.twilio_http import KeepAliveHttpClient
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,11 @@ class SandboxChannel:
 @lru_cache(maxsize=4)
 def twilio_client(account_sid: str, auth_token: str, api_base_url: str) -> Client:
     """One SDK client (and HTTP connection pool) per configuration, shared by the worker's threads."""
-    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=TWILIO_HTTP_TIMEOUT))
+    api_url = api_base_url.rstrip("/") if api_base_url else "https://api.twilio.com"
+    client = Client(account_sid, auth_token, http_client=KeepAliveHttpClient(api_url, timeout=TWILIO_HTTP_TIMEOUT))
     if api_base_url:
         # Tests and staging point the SDK at a server that speaks Twilio's REST API (FACTS).
-        client.api.base_url = api_base_url.rstrip("/")
+        client.api.base_url = api_url
     return client
 
 
@@ -111,7 +113,7 @@ class TwilioChannel:
                 retryable=retryable,
                 http_status=status if isinstance(status, int) else None,
             ) from exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout) as exc:
             raise SendError(f"cannot reach Twilio: {type(exc).__name__}", error_code=None, retryable=True) from exc
         return Accepted(provider_sid=str(created.sid), status=str(created.status or "queued"))
 

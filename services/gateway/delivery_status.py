@@ -7,7 +7,7 @@ late 'sent' after 'delivered' changes nothing. Only a change is announced (messa
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from libs.common import db
 from libs.common.events import Envelope, EventType, MessageStatus, Service, derived_id
@@ -43,6 +43,16 @@ def _earlier_statuses(status: str) -> tuple[str, ...]:
     return tuple(name for name, other in STATUS_RANK.items() if other < rank)
 
 
+_ADVANCE = (
+    update(OUTBOUND)
+    .where(OUTBOUND.c.provider_sid == bindparam("sid"))
+    .where(OUTBOUND.c.status.in_(bindparam("earlier", expanding=True)))
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+    .returning(OUTBOUND.c.correlation_id, OUTBOUND.c.user_id)
+)
+_ADVANCE_WITH_ERROR = _ADVANCE.values(error_code=bindparam("code"))
+
+
 def apply_status(provider_sid: str, status: str, error_code: str | None = None) -> bool:
     """Move the chunk sent as ``provider_sid`` forward to ``status``; True when something changed.
 
@@ -52,25 +62,19 @@ def apply_status(provider_sid: str, status: str, error_code: str | None = None) 
     status = status.strip().lower()
     if not provider_sid or not is_known_status(status) or status in ("pending", "sending"):
         return False
-    table = OUTBOUND
-    now = db.utcnow()
-    values: dict[str, object] = {"status": status, "updated_at": now}
+    params: dict[str, object] = {
+        "sid": provider_sid, "earlier": list(_earlier_statuses(status)), "new_status": status, "now": db.utcnow(),
+    }
     if error_code:
-        values["error_code"] = error_code[:16]
-    with db.session_scope() as session:
-        row = session.execute(
-            update(table)
-            .where(table.c.provider_sid == provider_sid)
-            .where(table.c.status.in_(_earlier_statuses(status)))
-            .values(**values)
-            .returning(table.c.correlation_id, table.c.user_id)
-        ).first()
+        params["code"] = error_code[:16]
+    with db.get_engine().begin() as conn:
+        row = conn.execute(_ADVANCE_WITH_ERROR if error_code else _ADVANCE, params).first()
         if row is None:
             return False
         correlation_id, user_id = row
         event = MessageStatus(provider_sid=provider_sid, status=status, error_code=error_code or None)
         add_to_outbox(
-            session,
+            conn,
             Envelope.new(
                 event,
                 correlation_id=correlation_id,

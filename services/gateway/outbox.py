@@ -17,15 +17,16 @@ import random
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from libs.common import bus, db
 from libs.common.events import Envelope
-from libs.common.models.messaging import OutboxEvent
 from libs.common.security import decrypt, encrypt
 from libs.common.settings import get_settings
+from services.gateway.held_connection import HeldConnection
 from services.gateway.sql import OUTBOX
 
 log = logging.getLogger(__name__)
@@ -44,22 +45,46 @@ COALESCE_DELAY = 0.02
 _relay_lock = threading.Lock()
 
 
-def add_to_outbox(session: Session, envelope: Envelope, user_id: str | None = None) -> None:
-    """Store ``envelope`` for publication when ``session`` commits (never before)."""
+_INSERT = OUTBOX.insert()
+_PENDING = (
+    select(OUTBOX.c.id, OUTBOX.c.envelope, OUTBOX.c.attempts)
+    .where(OUTBOX.c.published_at.is_(None))
+    .where(or_(OUTBOX.c.next_attempt_at.is_(None), OUTBOX.c.next_attempt_at <= bindparam("now")))
+    .order_by(OUTBOX.c.created_at, OUTBOX.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_MARK_PUBLISHED = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(published_at=bindparam("now"), attempts=OUTBOX.c.attempts + 1, last_error=None, next_attempt_at=None)
+)
+_MARK_FAILED = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("row_id"))
+    .values(attempts=bindparam("new_attempts"), last_error=bindparam("error"), next_attempt_at=bindparam("retry_at"))
+)
+
+
+def outbox_row(envelope: Envelope, user_id: str | None = None) -> dict[str, Any]:
+    """The outbox row that stores ``envelope`` (sealed: payloads carry message bodies)."""
     if user_id is None:
         candidate = envelope.payload.get("user_id")
         user_id = candidate if isinstance(candidate, str) else None
-    session.execute(
-        OUTBOX.insert().values(
-            id=envelope.id,
-            event_type=envelope.type.value,
-            correlation_id=envelope.correlation_id,
-            user_id=user_id,
-            envelope=encrypt(json.dumps(envelope.to_json(), separators=(",", ":"))),
-            created_at=db.utcnow(),
-            attempts=0,
-        )
-    )
+    return {
+        "id": envelope.id,
+        "event_type": envelope.type.value,
+        "correlation_id": envelope.correlation_id,
+        "user_id": user_id,
+        "envelope": encrypt(json.dumps(envelope.to_json(), separators=(",", ":"))),
+        "created_at": db.utcnow(),
+        "attempts": 0,
+    }
+
+
+def add_to_outbox(conn: Session | Connection, envelope: Envelope, user_id: str | None = None) -> None:
+    """Store ``envelope`` for publication when the transaction of ``conn`` commits (never before)."""
+    conn.execute(_INSERT, outbox_row(envelope, user_id))
 
 
 def backoff_for(attempts: int) -> timedelta:
@@ -78,63 +103,49 @@ def relay_once(limit: int = BATCH_SIZE, now: datetime | None = None) -> int:
     Stops at the first broker error (the broker is most likely down for every row): that row gets
     attempts + 1, the error and a backoff; the rest stay pending for the next pass.
     """
-    with _relay_lock:
-        return _relay_batch(limit, now or db.utcnow())
+    with _relay_lock, db.get_engine().begin() as conn:
+        return _relay_batch(conn, limit, now or db.utcnow())
 
 
-def _relay_batch(limit: int, now: datetime) -> int:
+def _relay_batch(conn: Connection, limit: int, now: datetime) -> int:
+    """One relay pass in the caller's transaction on ``conn``."""
     published: list[str] = []
-    with db.session_scope() as session:
-        rows = session.execute(
-            select(OutboxEvent.id, OutboxEvent.envelope, OutboxEvent.attempts)
-            .where(OutboxEvent.published_at.is_(None))
-            .where(or_(OutboxEvent.next_attempt_at.is_(None), OutboxEvent.next_attempt_at <= now))
-            .order_by(OutboxEvent.created_at, OutboxEvent.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for row_id, sealed, attempts in rows:
-            try:
-                envelope = Envelope.from_json(json.loads(decrypt(sealed)))
-            except Exception as exc:
-                log.error("outbox row %s cannot be read (%s); retrying in %s", row_id, type(exc).__name__,
-                          UNREADABLE_BACKOFF)
-                session.execute(
-                    update(OUTBOX).where(OUTBOX.c.id == row_id).values(
-                        attempts=attempts + 1, last_error=_short(exc), next_attempt_at=now + UNREADABLE_BACKOFF,
-                    )
-                )
-                continue
-            try:
-                bus.publish(envelope)
-            except Exception as exc:
-                delay = backoff_for(attempts + 1)
-                log.warning(
-                    "outbox: publishing %s for %s failed (attempt %d): %s; retrying in %.1fs",
-                    envelope.type.value, envelope.correlation_id, attempts + 1, type(exc).__name__,
-                    delay.total_seconds(),
-                )
-                session.execute(
-                    update(OUTBOX).where(OUTBOX.c.id == row_id).values(
-                        attempts=attempts + 1, last_error=_short(exc), next_attempt_at=now + delay,
-                    )
-                )
-                break
-            published.append(row_id)
-        if published:
-            # One statement for the whole batch: the relay shares the database with the webhook.
-            session.execute(
-                update(OUTBOX).where(OUTBOX.c.id.in_(published)).values(
-                    published_at=db.utcnow(), attempts=OUTBOX.c.attempts + 1, last_error=None, next_attempt_at=None,
-                )
+    rows = conn.execute(_PENDING, {"now": now, "limit": limit}).all()
+    for row_id, sealed, attempts in rows:
+        try:
+            envelope = Envelope.from_json(json.loads(decrypt(sealed)))
+        except Exception as exc:
+            log.error("outbox row %s cannot be read (%s); retrying in %s", row_id, type(exc).__name__,
+                      UNREADABLE_BACKOFF)
+            conn.execute(_MARK_FAILED, {
+                "row_id": row_id, "new_attempts": attempts + 1, "error": _short(exc),
+                "retry_at": now + UNREADABLE_BACKOFF,
+            })
+            continue
+        try:
+            bus.publish(envelope)
+        except Exception as exc:
+            delay = backoff_for(attempts + 1)
+            log.warning(
+                "outbox: publishing %s for %s failed (attempt %d): %s; retrying in %.1fs",
+                envelope.type.value, envelope.correlation_id, attempts + 1, type(exc).__name__,
+                delay.total_seconds(),
             )
+            conn.execute(_MARK_FAILED, {
+                "row_id": row_id, "new_attempts": attempts + 1, "error": _short(exc), "retry_at": now + delay,
+            })
+            break
+        published.append(row_id)
+    if published:
+        # One statement for the whole batch: the relay shares the database with the webhook.
+        conn.execute(_MARK_PUBLISHED, {"ids": published, "now": db.utcnow()})
     return len(published)
 
 
 def pending_count() -> int:
     with db.session_scope() as session:
         count = session.execute(
-            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))
+            select(func.count()).select_from(OUTBOX).where(OUTBOX.c.published_at.is_(None))
         ).scalar_one()
     return int(count)
 
@@ -160,6 +171,7 @@ class OutboxRelay:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._held = HeldConnection()
 
     @property
     def running(self) -> bool:
@@ -193,7 +205,7 @@ class OutboxRelay:
             if self._stopping.is_set():
                 break
             try:
-                while not self._stopping.is_set() and relay_once(self.batch_size) >= self.batch_size:
+                while not self._stopping.is_set() and self._relay_once() >= self.batch_size:
                     pass
                 if time.monotonic() - self._last_prune >= PRUNE_EVERY:
                     self._last_prune = time.monotonic()
@@ -207,3 +219,10 @@ class OutboxRelay:
                 delay = min(30.0, 0.5 * 2**failures)
                 log.warning("outbox relay pass failed (%s); next try in %.1fs", type(exc).__name__, delay)
                 self._stopping.wait(delay)
+        self._held.close()
+
+    def _relay_once(self) -> int:
+        # relay_once on the connection this thread keeps: a pass every few milliseconds under load
+        # would otherwise pay a pool checkout (and its pre-ping round trip) each time.
+        with _relay_lock:
+            return self._held.transaction(lambda conn: _relay_batch(conn, self.batch_size, db.utcnow()))

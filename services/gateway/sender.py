@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from libs.common import bus, db
 from libs.common.events import (
@@ -36,7 +39,6 @@ from libs.common.events import (
     UserErased,
     derived_id,
 )
-from libs.common.models.messaging import User
 from libs.common.security import decrypt, encrypt
 from libs.common.settings import Settings, get_settings
 from services.gateway.channels import (
@@ -49,8 +51,9 @@ from services.gateway.channels import (
 )
 from services.gateway.delivery_status import FAILURE_STATUSES, SENT_STATUSES, STATUS_RANK
 from services.gateway.erasure import erase_user
+from services.gateway.held_connection import HeldConnections
 from services.gateway.splitting import WHATSAPP_LIMIT, split_message, truncate_words
-from services.gateway.sql import OUTBOUND, insert_for
+from services.gateway.sql import OUTBOUND, USERS, dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +104,75 @@ def sending_lease(settings: Settings) -> timedelta:
     return max(MIN_LEASE, timedelta(seconds=worst_case_send_seconds(settings.twilio) + 30))
 
 
-def _load_recipient(user_id: str) -> _Recipient | None:
-    with db.session_scope() as session:
-        row = session.execute(
-            select(User.address_enc, User.last_inbound_at).where(User.id == user_id)
-        ).first()
-    if row is None:
-        return None
-    return _Recipient(address=decrypt(row.address_enc), last_inbound_at=row.last_inbound_at)
+@dataclass(frozen=True)
+class _Statements:
+    recipient: Any
+    create_chunks: Any
+    load_chunks: Any
+    claim: Any
+    mark_sent: Any
+    mark_failed: Any
 
 
-def _window_open(recipient: _Recipient, settings: Settings, now: datetime) -> bool:
-    if recipient.last_inbound_at is None:
+@cache
+def _statements(dialect: str) -> _Statements:
+    """Built once per dialect and executed with parameters (building costs more than running)."""
+    table = OUTBOUND
+    users = USERS
+    return _Statements(
+        recipient=select(users.c.address_enc, users.c.last_inbound_at).where(users.c.id == bindparam("user_id")),
+        create_chunks=dialect_insert(dialect, table)
+        .on_conflict_do_nothing(index_elements=["reply_id", "chunk_index"])
+        .returning(table.c.id, table.c.chunk_index),
+        load_chunks=select(
+            table.c.id, table.c.chunk_index, table.c.chunk_count, table.c.body_enc, table.c.template,
+            table.c.status, table.c.provider_sid, table.c.channel, table.c.error_code,
+        )
+        .where(table.c.reply_id == bindparam("reply_id"))
+        .order_by(table.c.chunk_index),
+        claim=update(table)
+        .where(table.c.id == bindparam("chunk_id"))
+        .where(or_(
+            table.c.status == "pending",
+            (table.c.status == "sending") & (table.c.updated_at < bindparam("expired_before")),
+        ))
+        .values(status="sending", attempts=table.c.attempts + 1, updated_at=bindparam("now")),
+        mark_sent=update(table)
+        .where(table.c.id == bindparam("chunk_id"))
+        .where(table.c.status == "sending")
+        .values(
+            status=bindparam("new_status"), provider_sid=bindparam("sid"), sent_at=bindparam("now"),
+            updated_at=bindparam("now"), error_code=None,
+        ),
+        mark_failed=update(table)
+        .where(table.c.id.in_(bindparam("chunk_ids", expanding=True)))
+        .where(table.c.status.in_(bindparam("allowed", expanding=True)))
+        .values(status="failed", error_code=bindparam("code"), updated_at=bindparam("now")),
+    )
+
+
+_held: HeldConnections | None = None
+_held_lock = threading.Lock()
+
+
+def _held_connection() -> HeldConnections:
+    """The worker's kept connections: a reply takes two or three short transactions, and a pool
+    checkout would add a pre-ping round trip to each."""
+    global _held
+    with _held_lock:
+        if _held is None:
+            _held = HeldConnections(get_settings().database.pool_size)
+        return _held
+
+
+class _PartialChunks(Exception):
+    """Some of a reply's chunk rows existed already: the stored set stands, never a mix of two plans."""
+
+
+def _window_open(last_inbound_at: datetime | None, settings: Settings, now: datetime) -> bool:
+    if last_inbound_at is None:
         return False
-    return now - recipient.last_inbound_at <= timedelta(hours=settings.conversation.whatsapp_window_hours)
+    return now - last_inbound_at <= timedelta(hours=settings.conversation.whatsapp_window_hours)
 
 
 def _plan(reply: ReplyReady, template: bool) -> list[str]:
@@ -123,102 +181,128 @@ def _plan(reply: ReplyReady, template: bool) -> list[str]:
     return split_message(reply.body, WHATSAPP_LIMIT)
 
 
-def _ensure_chunks(
-    envelope: Envelope, reply: ReplyReady, bodies: list[str], channel: str, template: bool
-) -> list[_Chunk]:
-    """Create the reply's chunk rows unless a previous delivery did; return the stored ones."""
-    table = OUTBOUND
-    now = db.utcnow()
-    with db.session_scope() as session:
-        existing = session.execute(select(table.c.id).where(table.c.reply_id == envelope.id).limit(1)).first()
-        if existing is None and bodies:
-            rows = [
-                {
-                    "reply_id": envelope.id,
-                    "correlation_id": envelope.correlation_id,
-                    "chunk_index": index,
-                    "chunk_count": len(bodies),
-                    "user_id": reply.user_id,
-                    "body_enc": encrypt(body),
-                    "channel": channel,
-                    "template": template,
-                    "status": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+@dataclass
+class _Prepared:
+    recipient: _Recipient | None
+    chunks: list[_Chunk] = field(default_factory=list)
+    outside_window: bool = False
+    created: bool = False  # this call created the rows (and claimed the first chunk)
+
+
+def _prepare(
+    envelope: Envelope, reply: ReplyReady, channel: str, settings: Settings, now: datetime
+) -> _Prepared:
+    """The recipient and the reply's chunks, in one transaction: on a first delivery the rows are
+    created with the first chunk already claimed; on a redelivery the stored ones are loaded."""
+    held = _held_connection()
+    try:
+        return held.transaction(lambda conn: _prepare_in(conn, envelope, reply, channel, settings, now))
+    except _PartialChunks:
+        return held.transaction(lambda conn: _prepare_in(conn, envelope, reply, channel, settings, now, create=False))
+
+
+def _prepare_in(
+    conn: Connection, envelope: Envelope, reply: ReplyReady, channel: str, settings: Settings, now: datetime,
+    create: bool = True,
+) -> _Prepared:
+    stmts = _statements(conn.dialect.name)
+    row = conn.execute(stmts.recipient, {"user_id": reply.user_id}).first()
+    if row is None:
+        return _Prepared(recipient=None)
+    recipient = _Recipient(address=decrypt(row.address_enc), last_inbound_at=row.last_inbound_at)
+    # WhatsApp's 24-hour rule belongs to Twilio; the sandbox channel has no such window.
+    outside_window = channel == "twilio" and not _window_open(recipient.last_inbound_at, settings, now)
+    template = outside_window and bool(settings.twilio.template_content_sid)
+    bodies = _plan(reply, template)
+    if not bodies:
+        return _Prepared(recipient, outside_window=outside_window)
+    if create:
+        # Free text outside the window would be refused (63016): such rows are born failed.
+        doomed = outside_window and not template
+        error_code = OUTSIDE_WINDOW_CODE if doomed else None
+        statuses = ["failed" if doomed else ("sending" if index == 0 else "pending") for index in range(len(bodies))]
+        rows = [
+            {
+                "reply_id": envelope.id,
+                "correlation_id": envelope.correlation_id,
+                "chunk_index": index,
+                "chunk_count": len(bodies),
+                "user_id": reply.user_id,
+                "body_enc": encrypt(body),
+                "channel": channel,
+                "template": template,
+                "status": statuses[index],
+                "error_code": error_code,
+                "attempts": 1 if statuses[index] == "sending" else 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for index, body in enumerate(bodies)
+        ]
+        ids = {chunk_index: chunk_id for chunk_id, chunk_index in conn.execute(stmts.create_chunks, rows)}
+        if len(ids) == len(bodies):
+            chunks = [
+                _Chunk(
+                    id=ids[index], chunk_index=index, chunk_count=len(bodies), body=body, template=template,
+                    status=statuses[index], provider_sid=None, channel=channel, error_code=error_code,
+                )
                 for index, body in enumerate(bodies)
             ]
-            session.execute(
-                insert_for(session, table).values(rows).on_conflict_do_nothing(
-                    index_elements=["reply_id", "chunk_index"]
-                )
-            )
-    return _load_chunks(envelope.id)
+            return _Prepared(recipient, chunks, outside_window, created=True)
+        if ids:
+            raise _PartialChunks()
+    return _Prepared(recipient, _load_chunks(conn, stmts, envelope.id), outside_window)
 
 
-def _load_chunks(reply_id: str) -> list[_Chunk]:
-    table = OUTBOUND
-    with db.session_scope() as session:
-        stored = session.execute(
-            select(
-                table.c.id, table.c.chunk_index, table.c.chunk_count, table.c.body_enc, table.c.template,
-                table.c.status, table.c.provider_sid, table.c.channel, table.c.error_code,
-            )
-            .where(table.c.reply_id == reply_id)
-            .order_by(table.c.chunk_index)
-        ).all()
+def _load_chunks(conn: Connection, stmts: _Statements, reply_id: str) -> list[_Chunk]:
     return [
         _Chunk(
             id=row.id, chunk_index=row.chunk_index, chunk_count=row.chunk_count, body=decrypt(row.body_enc),
             template=bool(row.template), status=row.status, provider_sid=row.provider_sid, channel=row.channel,
             error_code=row.error_code,
         )
-        for row in stored
+        for row in conn.execute(stmts.load_chunks, {"reply_id": reply_id})
     ]
 
 
-def _claim(chunk_id: int, lease: timedelta) -> bool:
-    table = OUTBOUND
-    now = db.utcnow()
-    with db.session_scope() as session:
-        result = session.execute(
-            update(table)
-            .where(table.c.id == chunk_id)
-            .where(or_(
-                table.c.status == "pending",
-                (table.c.status == "sending") & (table.c.updated_at < now - lease),
-            ))
-            .values(status="sending", attempts=table.c.attempts + 1, updated_at=now)
-        )
-        return int(getattr(result, "rowcount", 0) or 0) == 1
+def _claim(conn: Connection, stmts: _Statements, chunk_id: int, lease: timedelta, now: datetime) -> bool:
+    result = conn.execute(stmts.claim, {"chunk_id": chunk_id, "expired_before": now - lease, "now": now})
+    return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
-def _mark_sent(chunk_id: int, provider_sid: str, status: str) -> None:
-    table = OUTBOUND
-    now = db.utcnow()
+def _claim_alone(chunk_id: int, lease: timedelta) -> bool:
+    return _held_connection().transaction(
+        lambda conn: _claim(conn, _statements(conn.dialect.name), chunk_id, lease, db.utcnow())
+    )
+
+
+def _mark_sent(chunk_id: int, provider_sid: str, status: str, claim_next: int | None, lease: timedelta) -> bool:
+    """Record the provider's sid for ``chunk_id`` and, in the same transaction, claim the chunk
+    ``claim_next`` (if any); True when that next chunk is now this worker's to send."""
     if STATUS_RANK.get(status, -1) < STATUS_RANK["accepted"]:
         status = "queued"  # whatever Twilio calls it, the chunk has left our hands
-    with db.session_scope() as session:
-        session.execute(
-            update(table)
-            .where(table.c.id == chunk_id)
-            .where(table.c.status == "sending")
-            .values(status=status, provider_sid=provider_sid, sent_at=now, updated_at=now, error_code=None)
-        )
+    now = db.utcnow()
+
+    def mark(conn: Connection) -> bool:
+        stmts = _statements(conn.dialect.name)
+        conn.execute(stmts.mark_sent, {"chunk_id": chunk_id, "new_status": status, "sid": provider_sid, "now": now})
+        return claim_next is not None and _claim(conn, stmts, claim_next, lease, now)
+
+    return _held_connection().transaction(mark)
 
 
 def _mark_failed(chunk_ids: list[int], error_code: str | None, only_pending: bool = False) -> None:
-    table = OUTBOUND
-    now = db.utcnow()
-    allowed = ("pending",) if only_pending else ("pending", "sending")
-    with db.session_scope() as session:
-        session.execute(
-            update(table)
-            .where(table.c.id.in_(chunk_ids))
-            .where(table.c.status.in_(allowed))
-            .values(status="failed", error_code=(error_code or "")[:16] or None, updated_at=now)
-        )
+    params = {
+        "chunk_ids": chunk_ids,
+        "allowed": ["pending"] if only_pending else ["pending", "sending"],
+        "code": (error_code or "")[:16] or None,
+        "now": db.utcnow(),
+    }
+    _held_connection().transaction(lambda conn: conn.execute(_statements(conn.dialect.name).mark_failed, params))
+
+
+def _reload_chunks(reply_id: str) -> list[_Chunk]:
+    return _held_connection().transaction(lambda conn: _load_chunks(conn, _statements(conn.dialect.name), reply_id))
 
 
 def _publish_sent(envelope: Envelope, reply: ReplyReady, chunk: _Chunk, provider_sid: str) -> None:
@@ -261,8 +345,10 @@ def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> Deliver
         raise TypeError(f"expected reply.ready, got {envelope.type.value}")
     settings = get_settings()
     report = DeliveryReport(reply_id=envelope.id)
+    channel = channel or channel_for(settings)
 
-    recipient = _load_recipient(reply.user_id)
+    prepared = _prepare(envelope, reply, channel.name, settings, db.utcnow())
+    recipient = prepared.recipient
     if recipient is None:
         if reply.erase_user_after:
             # Already erased by an earlier delivery of this very reply: only the announcement may be missing.
@@ -277,26 +363,23 @@ def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> Deliver
         report.failed = True
         return report
 
-    channel = channel or channel_for(settings)
-    now = db.utcnow()
-    # WhatsApp's 24-hour rule belongs to Twilio; the sandbox channel has no such window.
-    outside_window = channel.name == "twilio" and not _window_open(recipient, settings, now)
-    use_template = outside_window and bool(settings.twilio.template_content_sid)
-    chunks = _ensure_chunks(envelope, reply, _plan(reply, use_template), channel.name, use_template)
+    chunks = prepared.chunks
     report.chunk_count = len(chunks)
     report.template = any(chunk.template for chunk in chunks)
-
-    if outside_window and not report.template and any(c.status == "pending" for c in chunks):
-        # Free text would be refused (63016) and no approved template is configured.
+    if prepared.outside_window and not report.template and any(c.status == "pending" for c in chunks):
+        # Rows stored by an earlier delivery, inside the window then: free text would now be
+        # refused (63016) and no approved template is configured.
         _mark_failed([c.id for c in chunks], OUTSIDE_WINDOW_CODE, only_pending=True)
-        chunks = _load_chunks(envelope.id)
+        chunks = _reload_chunks(envelope.id)
 
     lease = sending_lease(settings)
-    for chunk in chunks:
+    claimed = prepared.created  # a new reply's first chunk was claimed with its rows
+    for position, chunk in enumerate(chunks):
         if chunk.status in SENT_STATUSES:
             _publish_sent(envelope, reply, chunk, chunk.provider_sid or "")
             report.already_sent += 1
             report.provider_sids.append(chunk.provider_sid or "")
+            claimed = False
             continue
         if chunk.status in FAILURE_STATUSES:
             report.failed, report.error_code = True, chunk.error_code
@@ -304,7 +387,7 @@ def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> Deliver
                       if chunk.error_code == OUTSIDE_WINDOW_CODE else "send failed")
             _publish_failed(envelope, reply.user_id, reason, chunk.error_code, str(chunk.chunk_index))
             break
-        if not _claim(chunk.id, lease):
+        if not claimed and not _claim_alone(chunk.id, lease):
             raise ChunkInFlight(f"chunk {chunk.chunk_index} of reply {envelope.id} is being sent by another worker")
         message = (
             OutgoingMessage(
@@ -326,7 +409,9 @@ def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> Deliver
             _publish_failed(envelope, reply.user_id, exc.reason, exc.error_code, str(chunk.chunk_index))
             report.failed, report.error_code = True, exc.error_code
             break
-        _mark_sent(chunk.id, accepted.provider_sid, accepted.status)
+        following = chunks[position + 1] if position + 1 < len(chunks) else None
+        claim_next = following.id if following is not None and following.status == "pending" else None
+        claimed = _mark_sent(chunk.id, accepted.provider_sid, accepted.status, claim_next, lease)
         _publish_sent(envelope, reply, chunk, accepted.provider_sid)
         report.sent += 1
         report.provider_sids.append(accepted.provider_sid)

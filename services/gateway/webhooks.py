@@ -1,7 +1,8 @@
 """Twilio webhooks: inbound WhatsApp messages and delivery status callbacks.
 
 The inbound path answers in milliseconds: bounded read, strict parse, signature, one database
-transaction, empty TwiML. No broker I/O happens here; the outbox relay is only woken.
+transaction (the inbound writer's, shared with the messages that arrived meanwhile), empty TwiML.
+No broker I/O happens here; the outbox relay is only woken.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from libs.common.settings import get_settings
 from services.gateway.delivery_status import apply_status
 from services.gateway.forms import BadRequestBody, WebhookForm, parse_webhook, read_body
 from services.gateway.inbound import Disposition, InboundMessageIn, record_inbound
+from services.gateway.inbound_writer import InboundWriter
+from services.gateway.outbox import OutboxRelay
 from services.gateway.signature import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
@@ -26,6 +29,7 @@ from services.gateway.signature import (
 
 log = logging.getLogger(__name__)
 
+INBOUND_PATH = "/webhooks/twilio"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_SID_LENGTH = 64
 
@@ -37,8 +41,14 @@ def twiml_response(request: Request | None = None) -> Response:
     """Empty TwiML; with ``request``, the outbox relay is woken once the response has been sent
     (waking it earlier makes it compete with this very response for the CPU and the database)."""
     relay = getattr(request.app.state, "relay", None) if request is not None else None
-    background = BackgroundTask(relay.wake) if relay is not None else None
+    background = BackgroundTask(_wake, relay) if relay is not None else None
     return Response(content=EMPTY_TWIML, media_type="text/xml", background=background)
+
+
+async def _wake(relay: OutboxRelay) -> None:
+    # A coroutine, so Starlette runs it on the event loop: a plain function would cost a threadpool
+    # round trip per webhook just to set an Event.
+    relay.wake()
 
 
 async def verified_form(request: Request) -> WebhookForm:
@@ -78,7 +88,7 @@ def _num_media(form: WebhookForm) -> int:
         raise HTTPException(400, "NumMedia must be an integer") from None
 
 
-@router.post("/webhooks/twilio", response_class=Response, summary="Inbound WhatsApp message from Twilio")
+@router.post(INBOUND_PATH, response_class=Response, summary="Inbound WhatsApp message from Twilio")
 async def inbound_message(request: Request) -> Response:
     form = await verified_form(request)
     message_sid, address = _required(form, "MessageSid", "From")
@@ -88,13 +98,19 @@ async def inbound_message(request: Request) -> Response:
         body=form.get("Body"),
         num_media=_num_media(form),
     )
-    outcome = await run_in_threadpool(record_inbound, message)
+    writer: InboundWriter | None = getattr(request.app.state, "writer", None)
+    if writer is not None and writer.running:
+        outcome = await writer.record(message)  # the writer wakes the relay after its commit
+        wake = None
+    else:  # an app run without its lifespan
+        outcome = await run_in_threadpool(record_inbound, message)
+        wake = request if outcome.events_queued else None
     if outcome.disposition is Disposition.DUPLICATE:
         log.info("duplicate inbound %s ignored", message_sid)
     else:
         log.info("inbound %s from %s %s (%d chars, %d media)", message_sid, outcome.user_id,
                  outcome.disposition.value, len(message.body), message.num_media)
-    return twiml_response(request if outcome.events_queued else None)
+    return twiml_response(wake)
 
 
 @status_router.post("/webhooks/twilio/status", response_class=Response, summary="Twilio message status callback")

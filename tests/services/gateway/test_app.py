@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.testclient import TestClient
+from starlette.middleware.gzip import GZipMiddleware
 
 from libs.common import bus
 from libs.common.events import EventType
 from services.gateway.app import create_app
+from services.gateway.webhooks import EMPTY_TWIML
 from tests.conftest import apply_env
 from tests.services.gateway.conftest import inbound_params, post_signed
 
@@ -97,3 +100,37 @@ def test_lifespan_relay_publishes_after_the_webhook(gateway_db: str, monkeypatch
         relay = client.app.state.relay  # type: ignore[attr-defined]
     assert [e.type for e in sent] == [EventType.MESSAGE_RECEIVED]
     assert not relay.running
+
+
+def test_user_middleware_sees_inbound_webhooks(gateway_db: str) -> None:
+    """The inbound webhook skips the generic layers only while there is no user middleware: one
+    added later (tracing, say) sees it like every other request, with the same answers."""
+    seen: list[str] = []
+    app = create_app(start_relay=False)
+
+    @app.middleware("http")
+    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert post_signed(client, inbound_params()).text == EMPTY_TWIML
+        assert post_signed(client, inbound_params(), token="wrong-token").status_code == 403
+        assert client.get("/health").status_code == 200
+    assert seen == ["/webhooks/twilio", "/webhooks/twilio", "/health"]
+
+
+def test_inbound_webhook_errors_match_the_generic_path(gateway_db: str) -> None:
+    """Shortcut or not, refusals carry the same status and reason."""
+    bodies = []
+    for middleware in (False, True):
+        app = create_app(start_relay=False)
+        if middleware:
+            app.add_middleware(GZipMiddleware)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            refused = post_signed(client, inbound_params(), token="wrong-token")
+            missing = post_signed(client, [(k, v) for k, v in inbound_params() if k != "From"])
+            wrong_type = client.post("/webhooks/twilio", content=b"{}", headers={"Content-Type": "text/plain"})
+        bodies.append([(r.status_code, r.json()) for r in (refused, missing, wrong_type)])
+    assert bodies[0] == bodies[1]
+    assert [status for status, _ in bodies[0]] == [403, 400, 415]

@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 from libs.common import bus, db
 from libs.common.events import Envelope, EventType, MessageFailed, MessageSent, ReplyReady, UserErased, derived_id
 from libs.common.models.messaging import InboundMessage, OutboundMessage, OutboxEvent, User
-from libs.common.security import user_id_for
+from libs.common.security import encrypt, user_id_for
+from services.gateway.channels import Accepted, OutgoingMessage, channel_for
 from services.gateway.inbound import InboundMessageIn, record_inbound
 from services.gateway.outbox import relay_once
 from services.gateway.sender import ChunkInFlight, deliver_reply
@@ -269,3 +270,99 @@ def test_reply_ready_through_a_real_celery_worker(fake_twilio: FakeTwilio) -> No
     finally:
         embedded.stop()
     assert message.body == "answered by the worker" and message.to == ADDRESS
+
+
+def test_stored_chunks_stand_against_a_different_plan(fake_twilio: FakeTwilio) -> None:
+    """Rows of an earlier delivery (another plan: here one chunk) are what goes out, never a mix."""
+    reply = _reply(_user(), "\n\n".join("chunk me " * 150 for _ in range(3)))
+    assert len(split_message(reply.data().body)) > 1  # type: ignore[attr-defined]
+    now = db.utcnow()
+    with db.session_scope() as session:
+        session.execute(OUTBOUND.insert().values(
+            reply_id=reply.id, correlation_id=SID, chunk_index=0, chunk_count=1, user_id=user_id_for(ADDRESS),
+            body_enc=encrypt("the stored plan"), channel="twilio", template=False, status="pending", attempts=0,
+            created_at=now, updated_at=now,
+        ))
+    with bus.capture_published() as sent:
+        report = deliver_reply(reply)
+    assert [m.body for m in fake_twilio.messages] == ["the stored plan"]
+    assert report.chunk_count == 1 and report.sent == 1
+    assert [(r.chunk_index, r.status) for r in _rows(reply.id)] == [(0, "queued")]
+    assert [e.type for e in sent] == [EventType.MESSAGE_SENT]
+
+
+def test_each_chunk_is_claimed_before_it_is_sent(fake_twilio: FakeTwilio) -> None:
+    """The next chunk is claimed with the previous one's bookkeeping: one that another worker
+    claimed meanwhile is left to it (the delivery stops, to be retried), never sent twice."""
+    reply = _reply(_user(), "\n\n".join("chunk me " * 150 for _ in range(3)))
+    twilio = channel_for()
+
+    class Interfered:
+        name = "twilio"
+
+        def send(self, message: OutgoingMessage) -> Accepted:
+            accepted = twilio.send(message)
+            with db.session_scope() as session:  # another worker takes chunk 1 meanwhile
+                session.execute(update(OUTBOUND).where(OUTBOUND.c.reply_id == reply.id)
+                                .where(OUTBOUND.c.chunk_index == 1).values(status="sending", updated_at=db.utcnow()))
+            return accepted
+
+    with bus.capture_published() as sent, pytest.raises(ChunkInFlight):
+        deliver_reply(reply, channel=Interfered())
+    assert len(fake_twilio.messages) == 1
+    rows = _rows(reply.id)
+    assert [r.status for r in rows[:2]] == ["queued", "sending"] and rows[1].attempts == 0
+    assert [e.type for e in sent] == [EventType.MESSAGE_SENT]
+
+
+def test_twilio_client_reads_proxy_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib3
+
+    from services.gateway.twilio_http import KeepAliveHttpClient
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:s%40cret@proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = KeepAliveHttpClient("https://api.twilio.com", timeout=5).pool
+    assert isinstance(proxied, urllib3.ProxyManager)
+    assert proxied.proxy is not None and proxied.proxy.host == "proxy.internal"
+    assert proxied.proxy_headers["proxy-authorization"] == urllib3.make_headers(
+        proxy_basic_auth="user:s@cret")["proxy-authorization"]
+    monkeypatch.setenv("NO_PROXY", "api.twilio.com")
+    assert not isinstance(KeepAliveHttpClient("https://api.twilio.com", timeout=5).pool, urllib3.ProxyManager)
+
+
+def test_unreachable_twilio_is_retried_then_reported(gateway_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    apply_env(
+        monkeypatch, TWILIO_ACCOUNT_SID="AC" + "e" * 32, TWILIO_AUTH_TOKEN="token",
+        TWILIO_API_BASE_URL=f"http://127.0.0.1:{port}", TWILIO_SEND_BACKOFF_BASE="0.01", TWILIO_SEND_MAX_ATTEMPTS="2",
+    )
+    reply = _reply(_user(), "hello")
+    with bus.capture_published() as sent:
+        report = deliver_reply(reply)
+    assert report.failed
+    [event] = sent
+    failed = event.data()
+    assert isinstance(failed, MessageFailed) and "cannot reach Twilio" in failed.reason
+    assert _rows(reply.id)[0].status == "failed"
+
+
+def test_sdk_reads_through_the_keep_alive_client(fake_twilio: FakeTwilio) -> None:
+    """Beyond the create call: a GET with no body, and the SDK's errors, come through unchanged."""
+    from twilio.base.exceptions import TwilioRestException
+
+    from services.gateway.channels import twilio_client
+
+    deliver_reply(_reply(_user(), "hello"))
+    [message] = fake_twilio.wait_for(1)
+    client = twilio_client(fake_twilio.account_sid, fake_twilio.auth_token, fake_twilio.base_url)
+    fetched = client.messages(message.sid).fetch()
+    assert (fetched.sid, fetched.body, fetched.status) == (message.sid, "hello", "queued")
+    with pytest.raises(TwilioRestException) as missing:
+        client.messages("SM" + "0" * 32).fetch()
+    assert missing.value.status == 404 and missing.value.code == 20404
