@@ -3,9 +3,11 @@ and the side-by-side table every benchmark prints."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -101,3 +103,81 @@ def print_table(title: str, rows: Sequence[Row], baseline_label: str) -> None:
     for row in rows:
         base = "" if row.baseline is None else f"{row.baseline:,.1f}"
         print(f"{row.metric:<34} {row.measured:>12,.1f} {base:>12} {row.ratio():>8}  {row.verdict()}")
+
+
+@dataclass
+class Offered:
+    """What an open-loop run sent: ack latencies (ms), refusals, when each request went out, which got 200."""
+
+    acks: list[float]
+    refused: int
+    sent: list[float]
+    ok: list[bool]
+
+
+async def offer_requests(host: str, port: int, requests: list[bytes], rate: float,
+                         max_connections: int = 64) -> Offered:
+    """Send ``requests`` open-loop at ``rate``/s over keep-alive connections.
+
+    A bare asyncio HTTP/1.1 client: an HTTP library costs milliseconds of CPU per request, which on two
+    cores would slow the server it measures.
+    """
+    acks: list[float] = []
+    sent: list[float] = [math.nan] * len(requests)
+    ok: list[bool] = [False] * len(requests)
+    refused = 0
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    slots = asyncio.Semaphore(max_connections)
+
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+        writer.write(request)
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionResetError("closed by the server")
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    async def one(index: int, request: bytes) -> None:
+        nonlocal refused
+        async with slots:
+            t0 = time.monotonic()
+            sent[index] = t0
+            status = 0
+            # A kept-alive connection the server closed meanwhile (uvicorn's keep-alive timeout) is
+            # replaced once, as HTTP clients do.
+            for attempt in range(2):
+                reader, writer = idle.pop() if idle and attempt == 0 else await asyncio.open_connection(host, port)
+                try:
+                    status = await exchange(reader, writer, request)
+                    break
+                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                    writer.close()
+                    if attempt:
+                        print(f"request failed: {type(exc).__name__}: {exc}")
+            else:
+                refused += 1
+                return
+            acks.append((time.monotonic() - t0) * 1000)
+            idle.append((reader, writer))
+        if status != 200:
+            print(f"answered {status}")
+            refused += 1
+        else:
+            ok[index] = True
+
+    t_start = time.monotonic()
+    tasks = []
+    for n, request in enumerate(requests):
+        delay = t_start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n, request)))
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    return Offered(acks, refused, sent, ok)

@@ -40,6 +40,7 @@ from bench.common import (  # noqa: E402
     REDIS_URL,
     Row,
     cpu_seconds,
+    offer_requests,
     percentile,
     print_table,
     scratch_postgres,
@@ -140,66 +141,9 @@ def signed_requests(host: str, port: int, auth_token: str, start: int, count: in
 
 
 async def offer_webhooks(host: str, port: int, requests: list[bytes], rate: float,
-                 max_connections: int = 64) -> tuple[list[float], int]:
-    """Send ``requests`` open-loop at ``rate``/s over keep-alive connections; (ack latencies in ms, refused).
-
-    A bare asyncio HTTP/1.1 client: an HTTP library costs milliseconds of CPU per request, which on two
-    cores would slow the server it measures.
-    """
-    acks: list[float] = []
-    refused = 0
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    slots = asyncio.Semaphore(max_connections)
-
-    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-        writer.write(request)
-        status_line = await reader.readline()
-        if not status_line:
-            raise ConnectionResetError("closed by the server")
-        length = 0
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        await reader.readexactly(length)
-        return int(status_line.split()[1])
-
-    async def one(request: bytes) -> None:
-        nonlocal refused
-        async with slots:
-            t0 = time.monotonic()
-            status = 0
-            # A kept-alive connection the server closed meanwhile (uvicorn's keep-alive timeout) is
-            # replaced once, as HTTP clients do.
-            for attempt in range(2):
-                reader, writer = idle.pop() if idle and attempt == 0 else await asyncio.open_connection(host, port)
-                try:
-                    status = await exchange(reader, writer, request)
-                    break
-                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-                    writer.close()
-                    if attempt:
-                        print(f"request failed: {type(exc).__name__}: {exc}")
-            else:
-                refused += 1
-                return
-            acks.append((time.monotonic() - t0) * 1000)
-            idle.append((reader, writer))
-        if status != 200:
-            print(f"answered {status}")
-            refused += 1
-
-    t_start = time.monotonic()
-    tasks = []
-    for n, request in enumerate(requests):
-        delay = t_start + n / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(request)))
-    await asyncio.gather(*tasks)
-    for _, writer in idle:
-        writer.close()
-    return acks, refused
+                         max_connections: int = 64) -> tuple[list[float], int]:
+    offered = await offer_requests(host, port, requests, rate, max_connections)
+    return offered.acks, offered.refused
 
 
 def _wait_outbox_drained(timeout: float = 60.0) -> None:

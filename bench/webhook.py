@@ -18,8 +18,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,6 +27,7 @@ from bench.common import (  # noqa: E402
     REDIS_URL,
     Row,
     cpu_seconds,
+    offer_requests,
     percentile,
     print_table,
     rss_mb,
@@ -59,49 +59,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def drive(base_url: str, auth_token: str, rate: float, seconds: float, users: int,
-                concurrency: int) -> tuple[dict[str, float], list[float], int]:
-    """Send rate*seconds webhooks on an open-loop schedule; return send times by sender, ack latencies."""
+def signed_requests(base_url: str, auth_token: str, count: int, users: int) -> list[tuple[str, bytes]]:
+    """(sender, complete HTTP/1.1 request) pairs, signed ahead of time so the timed run spends no CPU on them.
+    One message per sender address: the reply that arrives for an address answers that message."""
+    host_port = base_url.split("://", 1)[1]
     url = f"{base_url}/webhooks/twilio"
-    total = int(rate * seconds)
-    sent_at: dict[str, float] = {}
-    acks: list[float] = []
-    refused = 0
-    errors: Counter[str] = Counter()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def one(i: int) -> None:
-            nonlocal refused
-            # One message per sender address: the reply that arrives for an address answers that message.
-            sender = f"whatsapp:+1555{i % users:07d}{i // users:03d}"
-            params = webhook_params(QUESTIONS[i % len(QUESTIONS)], sender, f"SM{i:032x}")
-            headers = signed_webhook(url, params, auth_token)
-            async with semaphore:
-                start = time.monotonic()
-                try:
-                    response = await client.post(url, data=params, headers=headers)
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] += 1
-                    return
-                acks.append((time.monotonic() - start) * 1000)
-            if response.status_code == 200:
-                sent_at[sender] = start
-            else:
-                refused += 1
-
-        t0 = time.monotonic()
-        tasks = []
-        for i in range(total):
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-    if errors:
-        print(f"connection errors: {dict(errors)}")
-    return sent_at, acks, refused + sum(errors.values())
+    requests = []
+    for i in range(count):
+        sender = f"whatsapp:+1555{i % users:07d}{i // users:03d}"
+        params = webhook_params(QUESTIONS[i % len(QUESTIONS)], sender, f"SM{i:032x}")
+        body = urlencode(params).encode()
+        head = (
+            f"POST /webhooks/twilio HTTP/1.1\r\nHost: {host_port}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"X-Twilio-Signature: {signed_webhook(url, params, auth_token)['X-Twilio-Signature']}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append((sender, head.encode() + body))
+    return requests
 
 
 def main() -> None:
@@ -149,12 +124,16 @@ def main() -> None:
             rss_start = {name: rss_mb(proc.pid) for name, proc in stack.procs.items()}
             cpu_start = {name: cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
             print(f"stack up: {', '.join(stack.procs)}; offering {args.rate:.0f}/s for {args.seconds:.0f} s")
+            requests = signed_requests(stack.base_url, twilio.auth_token, int(args.rate * args.seconds), args.users)
+            host, port = stack.base_url.split("://", 1)[1].split(":")
             t_start = time.monotonic()
             bench_cpu_start = time.process_time()
-            sent_at, acks, refused = asyncio.run(
-                drive(stack.base_url, twilio.auth_token, args.rate, args.seconds, args.users, args.concurrency)
+            offered = asyncio.run(
+                offer_requests(host, int(port), [r for _, r in requests], args.rate, args.concurrency)
             )
             t_sent = time.monotonic()
+            acks, refused = offered.acks, offered.refused
+            sent_at = {sender: offered.sent[i] for i, (sender, _) in enumerate(requests) if offered.ok[i]}
             deadline = t_sent + args.drain
             while time.monotonic() < deadline:
                 answered = {m.to for m in twilio.messages}
