@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from libs.common import db
+from libs.common.health import CHECK_TIMEOUT, broker_reachable
 from libs.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-CHECK_TIMEOUT = 2.0
 
 router = APIRouter(tags=["health"])
 
@@ -29,28 +29,6 @@ router = APIRouter(tags=["health"])
 @router.get("/health", summary="Liveness")
 def health() -> dict[str, str]:
     return {"status": "ok"}
-
-
-def broker_reachable(url: str, timeout: float = CHECK_TIMEOUT) -> bool:
-    if url.startswith("memory://"):
-        return True
-    try:
-        if url.startswith(("redis://", "rediss://", "unix://")):
-            import redis
-
-            client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        from kombu import Connection
-
-        with Connection(url, connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
-        return True
-    except Exception as exc:
-        log.warning("readiness: broker unreachable (%s)", type(exc).__name__)
-        return False
 
 
 async def _check(name: str, probe: Callable[..., bool], *args: Any) -> tuple[str, bool]:
