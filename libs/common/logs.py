@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from libs.common.settings import get_settings
 
-_PHONE = re.compile(r"(?:whatsapp:)?\+?\d[\d\s().-]{6,}\d")
+# A number standing on its own: digit runs inside ids (MessageSids, hashes) are not phone numbers.
+_PHONE = re.compile(r"(?<![\w+])(?:whatsapp:)?\+?\d[\d\s().-]{6,}\d(?![\w])")
 
 
 def redact(text: str) -> str:
