@@ -41,6 +41,8 @@ def redis_prefix() -> Iterator[str]:
     """A private key prefix on the shared Redis; only keys under it are deleted afterwards."""
     prefix = f"repotalk-test-{uuid.uuid4().hex[:10]}:"
     yield prefix
+    # Stop this process's batcher first: its last flush would otherwise land after the cleanup.
+    reset_process_state()
     client = redis.Redis.from_url(REDIS_URL)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
