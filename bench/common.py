@@ -81,6 +81,8 @@ class Row:
     baseline: float | None
     unit: str
     higher_is_better: bool = False
+    # False when the baseline is a reference to compare with (a bare tool), not a goal to meet.
+    is_goal: bool = True
 
     def ratio(self) -> str:
         if self.baseline in (None, 0) or math.isnan(self.measured):
@@ -89,7 +91,7 @@ class Row:
         return f"{self.measured / self.baseline:.2f}x"
 
     def verdict(self) -> str:
-        if self.baseline is None or math.isnan(self.measured):
+        if self.baseline is None or math.isnan(self.measured) or not self.is_goal:
             return ""
         ok = self.measured >= self.baseline if self.higher_is_better else self.measured <= self.baseline
         return "meets" if ok else "MISSES"

@@ -8,7 +8,6 @@ timeout). Each check runs with a deadline so a hung dependency cannot hang the p
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from libs.common import db
 from libs.common.health import CHECK_TIMEOUT, broker_reachable
 from libs.common.settings import get_settings
-
-log = logging.getLogger(__name__)
-
 
 router = APIRouter(tags=["health"])
 
