@@ -11,7 +11,7 @@ DEV_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/repotalk_dev
 DEV_BROKER_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: help install run dev-local dev stop logs test test-fast lint typecheck validate bench bench-webhook \
-	bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths clean
+	bench-load bench-faults bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -32,12 +32,13 @@ dev-local: install ## Distributed: gateway + one worker per service as processes
 	DATABASE_URL=$(DEV_DATABASE_URL) BROKER_URL=$(DEV_BROKER_URL) PORT=$(PORT) \
 	  $(BIN)/python -m repotalk.devlocal --repo $(REPO) --name $(REPO_NAME)
 
-COMPOSE ?= docker compose -f docker-compose.yml
+# The core stack and its observability layer (OTel collector, Jaeger, Prometheus, Grafana).
+COMPOSE ?= docker compose -f docker-compose.yml -f docker-compose.observability.yml
 # checkov pins packaging<24, which pytest and kombu[redis] cannot share: it lives in its own venv.
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-dev: ## The whole stack in containers, built from the Dockerfile (needs a Docker engine)
+dev: ## The whole stack in containers with Jaeger (:16686), Prometheus (:9090), Grafana (:3000); needs Docker
 	$(COMPOSE) up -d --build --wait
 
 stop: ## Stop the containers (volumes are kept; `docker compose down -v` drops them)
@@ -65,10 +66,16 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
-bench: bench-webhook bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths ## Every benchmark
+bench: bench-webhook bench-load bench-faults bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths ## Every benchmark
 
 bench-webhook: install ## Signed webhooks through the distributed stack: msgs/s, ack and end-to-end latency
 	$(BIN)/python bench/webhook.py
+
+bench-load: install ## bench-webhook held for minutes: sustained msgs/s, latency, RSS trend of every process
+	$(BIN)/python bench/load.py
+
+bench-faults: install ## Faults under load: each worker killed, Redis and Postgres restarted, the LLM failing/slow
+	$(BIN)/python bench/faults.py
 
 bench-search: install ## Index and query a ~1M-line corpus of PyPI sdists beside ripgrep
 	$(BIN)/python bench/search.py

@@ -1,4 +1,4 @@
-"""bench/search: code_search on real source distributions, side by side with ripgrep on the same tree.
+r"""bench/search: code_search on real source distributions, side by side with ripgrep on the same tree.
 
 The corpus is a pinned PyPI source distribution (SQLAlchemy by default, about 1M lines with its docs
 and tests), downloaded once with ``pip download`` into ``bench/corpus/downloads`` and unpacked into
@@ -13,13 +13,26 @@ and tests), downloaded once with ``pip download`` into ``bench/corpus/downloads`
   processes at once;
 - files skipped, by reason (ripgrep's own file count beside the indexed one).
 
-ChunkHound is not installed here (its database open needs a DuckDB extension from the internet): its
-published figures for the same corpus are printed as a labelled reference.
+Regex, like with like: ripgrep's figure is ``rg -n PATTERN TREE`` over the same tree (every match,
+its default threads); ours is the whole ``search(..., mode="pattern")`` call, which runs ripgrep over
+the indexed files only — just the files whose trigram bitmap holds every trigram of the literal text
+the pattern fixes (``isolation_level``, ``TODO|FIXME|XXX``: any alternative's), else the files whose
+chunks hold every whole word it fixes, else the tree — and ranks the first matches (definitions
+first, two per file, enclosing symbols). The same queries come back in every round: nothing is
+cached between searches but the index's own per-commit tables (bitmaps, file lists, the ranking
+fields of the documents already read); the "first after a commit" line is each question's first
+search after the index changed, with those tables empty.
+
+ChunkHound (regex only, no embeddings) runs beside us when ``--chunkhound VENV`` (or CHUNKHOUND_VENV)
+names a virtualenv with it (``python -m venv /tmp/chvenv && /tmp/chvenv/bin/pip install chunkhound
+duckdb-extension-vss==1.5.4``; the vss extension is installed from that wheel so that no database open
+needs the internet); without one its published figures are printed as a labelled reference.
 
     .venv/bin/python bench/search.py            # SQLAlchemy, full rounds
     .venv/bin/python bench/search.py --quick    # fewer rounds (about a minute)
     .venv/bin/python bench/search.py --package django==5.1.4 --package sqlalchemy==2.0.36
     .venv/bin/python bench/search.py --tree /path/to/any/checkout
+    .venv/bin/python bench/search.py --chunkhound /tmp/chvenv
 """
 
 from __future__ import annotations
@@ -299,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, help="benchmark this directory instead of PyPI packages")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--json", type=Path, help="also write the figures here (default bench/results/)")
+    parser.add_argument(
+        "--chunkhound",
+        type=Path,
+        default=os.environ.get("CHUNKHOUND_VENV") or None,
+        help="virtualenv with chunkhound installed: index and regex-search the same tree with it",
+    )
     args = parser.parse_args(argv)
 
     rounds = 3 if args.quick else 10
@@ -314,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs = args.package or list(DEFAULT_PACKAGES)
             tree = corpus_tree(specs, work)
             label = " + ".join(specs)
-        return run(tree, label, work, rounds, updates, concurrent_rounds, args.concurrency, args.json)
+        return run(
+            tree, label, work, rounds, updates, concurrent_rounds, args.concurrency, args.json, args.chunkhound
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -328,6 +349,7 @@ def run(
     concurrent_rounds: int,
     concurrency: int,
     json_path: Path | None,
+    chunkhound_venv: Path | None = None,
 ) -> int:
     os.environ.update(
         {
@@ -402,8 +424,14 @@ def run(
 
         return go
 
+    regex_mine: list[float] = []
+    cold: list[float] = []
     for query in [*REGEX_PATTERNS, *SYMBOL_QUERIES, *TEXT_QUERIES]:
-        search(query, repos=[name], mode="pattern" if query in REGEX_PATTERNS else "question")
+        seconds, _ = timed(
+            lambda q=query: search(q, repos=[name], mode="pattern" if q in REGEX_PATTERNS else "question")  # type: ignore[misc]
+        )
+        if query not in REGEX_PATTERNS:
+            cold.append(_ms(seconds))
     searches: list[tuple[str, list[str], str, Callable[[str], list[str]], str, float | None]] = [
         ("regex", REGEX_PATTERNS, "pattern", lambda q: ["-n", "-e", q], "p50 <= rg", None),
         ("symbol", SYMBOL_QUERIES, "question", lambda q: ["-n", "-e", rg_symbol(q)], "", None),
@@ -411,6 +439,8 @@ def run(
     ]
     for title, queries, mode, rg_args, goal, target_p95 in searches:
         mine = latencies(queries, ours(mode), rounds)
+        if title == "regex":
+            regex_mine = mine
         theirs = [
             _ms(rg_run(rg_args(q), tree))
             for _ in range(max(1, rounds // 2))
@@ -422,6 +452,8 @@ def run(
         report.add(f"{title} p50 (ms)", p50, rg50, goal if title == "regex" else "", ok50)
         ok95 = p95 <= target_p95 if target_p95 else None
         report.add(f"{title} p95 (ms)", p95, rg95, goal if target_p95 else "", ok95)
+
+    report.add("question p50, first after a commit (ms)", percentile(cold, 50), None)
 
     # Concurrency: a mix of questions, released at once.
     mixed = [*TEXT_QUERIES, *SYMBOL_QUERIES]
@@ -446,8 +478,11 @@ def run(
     timed_out = summary.skipped.get("timeout", 0)
     report.add("  skipped for time", float(timed_out), None, "0", timed_out == 0, unit="")
 
+    chunkhound = chunkhound_report(chunkhound_venv, tree, work, seconds, percentile(regex_mine, 50), rounds)
     report.print()
-    print("\nChunkHound (reference: published figures for SQLAlchemy, not measured here)")
+    if chunkhound is not None:
+        chunkhound.print()
+    print("\nChunkHound (reference: published figures for SQLAlchemy)")
     print(f"  full index without embeddings: {CHUNKHOUND['index_s']} s")
     print(f"  large files skipped: {CHUNKHOUND['skipped_large']}")
     print(f"  regex in-engine: {CHUNKHOUND['regex_ms']} ms")
@@ -458,6 +493,77 @@ def run(
     out.write_text(json.dumps({"corpus": label, "files": files, "lines": lines, **report.as_json()}, indent=2))
     print(f"\nfigures written to {out}")
     return 0
+
+
+# -- ChunkHound -------------------------------------------------------------------------------------
+
+CHUNKHOUND_INDEX_TIMEOUT = 900.0
+
+
+def _chunkhound_missing(venv: Path | None) -> str | None:
+    if venv is None:
+        return "not asked for (--chunkhound VENV or CHUNKHOUND_VENV)"
+    if not (venv / "bin" / "chunkhound").is_file():
+        return f"no chunkhound in {venv} (pip install chunkhound duckdb-extension-vss==1.5.4 there)"
+    return None
+
+
+def _chunkhound_vss(venv: Path) -> None:
+    """ChunkHound runs ``INSTALL vss`` on every open: installed from the wheel's file, it needs no internet."""
+    script = (
+        "import duckdb, glob, os, duckdb_extension_vss as m\n"
+        "files = glob.glob(os.path.join(os.path.dirname(m.__file__), 'extensions', '*', 'vss.duckdb_extension'))\n"
+        "duckdb.connect().execute(f\"INSTALL '{files[0]}'\")\n"
+    )
+    subprocess.run([str(venv / "bin" / "python"), "-c", script], check=True, capture_output=True)
+
+
+def chunkhound_report(
+    venv: Path | None, tree: Path, work: Path, our_index_s: float, our_regex_p50: float, rounds: int
+) -> Report | None:
+    missing = _chunkhound_missing(venv)
+    if missing is not None:
+        print(f"\nChunkHound skipped: {missing}")
+        return None
+    assert venv is not None
+    binary = str(venv / "bin" / "chunkhound")
+    report = Report("ChunkHound (regex only, no embeddings) on the same tree, same run")
+    try:
+        _chunkhound_vss(venv)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"\nChunkHound skipped: the vss extension could not be installed from its wheel ({exc})")
+        return None
+    db = work / "chunkhound.duckdb"
+    env = {**os.environ, "CHUNKHOUND_EMBEDDING__PROVIDER": ""}
+    started = time.perf_counter()
+    try:
+        indexed = subprocess.run(
+            [binary, "index", str(tree), "--no-embeddings", "--db", str(db)],
+            capture_output=True, text=True, timeout=CHUNKHOUND_INDEX_TIMEOUT, env=env, cwd=tree,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"\nChunkHound skipped: indexing took more than {CHUNKHOUND_INDEX_TIMEOUT:g} s")
+        return None
+    index_s = time.perf_counter() - started
+    if indexed.returncode != 0:
+        print(f"\nChunkHound skipped: its index exited {indexed.returncode}: {indexed.stderr.strip()[-300:]}")
+        return None
+    report.add("full index (s) / ours (s)", index_s, our_index_s, unit="s")
+    # Through its CLI: each search is a process that opens the database (what a script would do).
+    cli: list[float] = []
+    for _ in range(max(1, rounds // 5)):
+        for pattern in REGEX_PATTERNS:
+            seconds, _ = timed(
+                lambda p=pattern: subprocess.run(  # type: ignore[misc]
+                    [binary, "search", "--regex", p, str(tree), "--db", str(db), "--page-size", "10"],
+                    capture_output=True, env=env, cwd=tree, timeout=120,
+                )
+            )
+            cli.append(_ms(seconds))
+    report.add("regex p50 through its CLI (ms) / ours", percentile(cli, 50), our_regex_p50)
+    report.notes.append("'rg' column here: repotalk's own figure; ChunkHound's CLI pays a process start per search")
+    report.notes.append(f"indexer's last lines: {' | '.join(indexed.stdout.strip().splitlines()[-3:])[:300]}")
+    return report
 
 
 def _update_target(tree: Path) -> Path:

@@ -5,7 +5,11 @@ offline answerer and replies sent through the twilio SDK to a local fake Twilio 
 Prints answered messages/s sustained, webhook ack p50/p95/p99, end-to-end p50/p95/p99 (webhook sent ->
 reply accepted by "Twilio"), lost and duplicated replies and each process's RSS, beside the goals.
 
-    .venv/bin/python bench/webhook.py [--rate 200] [--seconds 30] [--users 1000]
+    .venv/bin/python bench/webhook.py [--rate 200] [--seconds 30] [--users 1000] [--tracing off|otlp|file]
+
+--tracing otlp runs every process with OpenTelemetry on, exporting OTLP/HTTP to a local sink (a stand-in
+for the collector that accepts and counts the batches); --tracing file writes JSON-lines spans instead. Run
+once with and once without to read the throughput and CPU cost of tracing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -79,8 +84,85 @@ def signed_requests(base_url: str, auth_token: str, count: int, users: int) -> l
     return requests
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class RssSampler:
+    """Every process's RSS every ``every`` seconds while the load runs (a growth trend shows a leak)."""
+
+    def __init__(self, pids: dict[str, int], every: float) -> None:
+        self.pids, self.every = pids, every
+        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while True:
+            for name, pid in self.pids.items():
+                self.samples[name].append((time.monotonic() - t0, rss_mb(pid)))
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> RssSampler:
+        if self.every > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def slope_mb_per_min(self, name: str) -> float:
+        """Least-squares slope over the second half of the run (after warm-up), in MB per minute."""
+        points = self.samples[name][len(self.samples[name]) // 2:]
+        if len(points) < 2:
+            return float("nan")
+        mean_t = sum(t for t, _ in points) / len(points)
+        mean_m = sum(m for _, m in points) / len(points)
+        var = sum((t - mean_t) ** 2 for t, _ in points)
+        if var == 0:
+            return float("nan")
+        return sum((t - mean_t) * (m - mean_m) for t, m in points) / var * 60
+
+
+class OtlpSink:
+    """A stand-in for the OTel collector: accepts OTLP/HTTP export requests on loopback and counts them, so
+    the services pay the real cost of encoding and sending their spans."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                sink.requests += 1
+                sink.bytes += length
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="otlp-sink", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=200.0, help="webhooks per second offered")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the load lasts")
     parser.add_argument("--users", type=int, default=1000, help="distinct sender numbers")
@@ -89,7 +171,18 @@ def main() -> None:
     parser.add_argument("--repo", default=str(ROOT), help="repository indexed for the questions")
     parser.add_argument("--pool", choices=["threads", "solo", "prefork"], default="threads", help="WORKER_POOL")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="WORKER_CONCURRENCY")
-    args = parser.parse_args()
+    parser.add_argument("--rss-every", type=float, default=0.0,
+                        help="sample every process's RSS this often (s) and print the trend; 0: start and end only")
+    parser.add_argument("--tracing", choices=["off", "otlp", "file"], default="off",
+                        help="OpenTelemetry in every process: off, OTLP/HTTP to a local sink, or a JSON-lines file")
+    return parser
+
+
+def main() -> None:
+    run(build_parser().parse_args())
+
+
+def run(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="repotalk-bench-") as tmp, scratch_postgres() as pg_url, \
             scratch_redis_prefix() as prefix, FakeTwilio() as twilio:
@@ -110,6 +203,12 @@ def main() -> None:
             "WORKER_POOL": args.pool,
             "WORKER_CONCURRENCY": str(args.worker_concurrency),
         }
+        sink = OtlpSink() if args.tracing == "otlp" else None
+        span_file = Path(tmp) / "spans.jsonl"
+        if sink is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
+        elif args.tracing == "file":
+            env["REPOTALK_TRACE_FILE"] = str(span_file)
         os.environ.update(env)
         reset_process_state()
         from libs.common.schema import migrate
@@ -128,23 +227,27 @@ def main() -> None:
             host, port = stack.base_url.split("://", 1)[1].split(":")
             t_start = time.monotonic()
             bench_cpu_start = time.process_time()
-            offered = asyncio.run(
-                offer_requests(host, int(port), [r for _, r in requests], args.rate, args.concurrency)
-            )
-            t_sent = time.monotonic()
-            acks, refused = offered.acks, offered.refused
-            sent_at = {sender: offered.sent[i] for i, (sender, _) in enumerate(requests) if offered.ok[i]}
-            deadline = t_sent + args.drain
-            while time.monotonic() < deadline:
-                answered = {m.to for m in twilio.messages}
-                if len(answered & sent_at.keys()) >= len(sent_at):
-                    break
-                time.sleep(0.2)
+            with RssSampler({name: proc.pid for name, proc in stack.procs.items()}, args.rss_every) as sampler:
+                offered = asyncio.run(
+                    offer_requests(host, int(port), [r for _, r in requests], args.rate, args.concurrency)
+                )
+                t_sent = time.monotonic()
+                acks, refused = offered.acks, offered.refused
+                sent_at = {sender: offered.sent[i] for i, (sender, _) in enumerate(requests) if offered.ok[i]}
+                deadline = t_sent + args.drain
+                while time.monotonic() < deadline:
+                    replied = {m.to for m in twilio.messages}
+                    if len(replied & sent_at.keys()) >= len(sent_at):
+                        break
+                    time.sleep(0.2)
             rss_end = {name: rss_mb(proc.pid) for name, proc in stack.procs.items()}
             cpu_end = {name: cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
             bench_cpu = time.process_time() - bench_cpu_start
         finally:
             stack.stop()
+            if sink is not None:
+                sink.close()
+        spans_written = sum(1 for _ in span_file.open()) if span_file.exists() else 0
 
     messages = twilio.messages
     first_reply: dict[str, float] = {}
@@ -171,6 +274,7 @@ def main() -> None:
         Row("end-to-end p99 (ms)", percentile(e2e, 99), None, "ms"),
         Row("lost replies", float(lost), 0.0, ""),
         Row("duplicated replies", float(duplicated), 0.0, ""),
+        Row("largest RSS of any process (MB)", max(max(rss_start.values()), max(rss_end.values())), 150.0, "MB"),
     ]
     print_table("bench/webhook — distributed stack, offline answerer, loopback", rows, "goal")
     print("\nper process: RSS (MB) start -> end, CPU ms per answered message")
@@ -180,6 +284,18 @@ def main() -> None:
     total_cpu = sum(cpu_end[n] - cpu_start[n] for n in cpu_start) * 1000 / max(1, len(answered))
     print(f"  {'all services':<12} {'':>18}   {total_cpu:6.2f} ms")
     print(f"  {'this bench':<12} {'(load + fake Twilio)':>18}   {bench_cpu * 1000 / max(1, len(answered)):6.2f} ms")
+    if args.rss_every > 0:
+        print(f"\nRSS (MB) every {args.rss_every:.0f} s, and its slope over the second half of the run (MB/min):")
+        for name, samples in sampler.samples.items():
+            trail = " ".join(f"{mb:.0f}" for _, mb in samples)
+            print(f"  {name:<12} {sampler.slope_mb_per_min(name):+6.2f} MB/min   {trail}")
+    if sink is not None:
+        print(f"\ntracing: OTLP/HTTP to a local sink: {sink.requests} export requests, {sink.bytes / 1e6:.1f} MB "
+              f"({sink.bytes / max(1, len(answered)) / 1000:.1f} kB per answered message)")
+    elif args.tracing == "file":
+        print(f"\ntracing: {spans_written} spans written ({spans_written / max(1, len(answered)):.1f} per message)")
+    else:
+        print("\ntracing: off (run again with --tracing otlp to measure its cost)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ Checks, each reported on one line, the whole run failing if any fails:
              which checkov would silently skip)
   checkov    Terraform, the rendered manifests and the Dockerfile: no failed check; skips are written
              beside the resource with their reason
+  observability  deploy/observability: the Grafana dashboards' JSON (uids, datasources, queries), the
+             provisioned datasources, the Prometheus scrape targets and the OTel collector's pipelines
 
     python deploy/validate.py                      # everything
     python deploy/validate.py --only k8s,compose   # some checks
@@ -29,11 +31,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 K8S_VERSION = "1.31"
-CHECKS = ("compose", "yamllint", "k8s", "terraform", "checkov")
+CHECKS = ("compose", "yamllint", "k8s", "terraform", "checkov", "observability")
 BIN = Path(sys.executable).parent
 
 
@@ -233,12 +236,118 @@ def check_checkov(ctx: Context) -> Result:
     return Result(True, "; ".join(summaries))
 
 
+def _observability_problems(root: Path) -> tuple[list[str], str]:
+    base = root / "deploy" / "observability"
+    problems: list[str] = []
+    datasources_file = base / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
+    try:
+        datasources = yaml.safe_load(datasources_file.read_text()).get("datasources", [])
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        return [f"{datasources_file.relative_to(root)}: {exc}"], ""
+    uids = {d.get("uid") for d in datasources if isinstance(d, dict)}
+    for wanted in ("prometheus", "jaeger"):
+        if wanted not in uids:
+            problems.append(f"datasources: no datasource with the fixed uid {wanted!r}")
+    for d in datasources:
+        for link in (d.get("jsonData") or {}).get("exemplarTraceIdDestinations", []):
+            if link.get("datasourceUid") not in uids:
+                problems.append(f"datasource {d.get('uid')}: exemplars link to unknown uid "
+                                f"{link.get('datasourceUid')!r}")
+    dashboards = sorted((base / "grafana" / "dashboards").glob("*.json"))
+    if not dashboards:
+        problems.append("no dashboard under deploy/observability/grafana/dashboards")
+    seen: dict[str, str] = {}
+    queries = 0
+    for path in dashboards:
+        try:
+            board = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path.name}: not JSON: {exc}")
+            continue
+        uid, title = board.get("uid"), board.get("title")
+        if not uid or not title:
+            problems.append(f"{path.name}: a dashboard needs a uid and a title")
+        elif uid in seen:
+            problems.append(f"{path.name}: uid {uid!r} already used by {seen[uid]}")
+        else:
+            seen[uid] = path.name
+        for panel in _panels(board.get("panels", [])):
+            if panel.get("type") == "row":
+                continue
+            ds = (panel.get("datasource") or {}).get("uid")
+            if ds not in uids:
+                problems.append(f"{path.name}: panel {panel.get('title')!r} uses unknown datasource {ds!r}")
+            targets = panel.get("targets") or []
+            if not targets:
+                problems.append(f"{path.name}: panel {panel.get('title')!r} has no query")
+            for target in targets:
+                target_ds = (target.get("datasource") or {}).get("uid", ds)
+                if target_ds not in uids:
+                    problems.append(f"{path.name}: a query of {panel.get('title')!r} uses unknown datasource "
+                                    f"{target_ds!r}")
+                if not str(target.get("expr", "")).strip():
+                    problems.append(f"{path.name}: a query of {panel.get('title')!r} is empty")
+                elif str(target["expr"]).count("(") != str(target["expr"]).count(")"):
+                    problems.append(f"{path.name}: unbalanced parentheses in {target['expr']!r}")
+                queries += 1
+    services = _compose_services(root)
+    prometheus_file = base / "prometheus" / "prometheus.yml"
+    try:
+        prometheus = yaml.safe_load(prometheus_file.read_text())
+        for job in prometheus.get("scrape_configs", []):
+            for static in job.get("static_configs", []):
+                for target in static.get("targets", []):
+                    host = str(target).rsplit(":", 1)[0]
+                    if services and host not in services:
+                        problems.append(f"prometheus.yml: job {job.get('job_name')} scrapes {target}, "
+                                        "not a compose service")
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        problems.append(f"{prometheus_file.relative_to(root)}: {exc}")
+    collector_file = base / "otel-collector" / "config.yaml"
+    try:
+        collector = yaml.safe_load(collector_file.read_text())
+        for name, pipeline in collector["service"]["pipelines"].items():
+            for kind in ("receivers", "processors", "exporters"):
+                for component in pipeline.get(kind, []):
+                    if component not in (collector.get(kind) or {}):
+                        problems.append(f"otel collector: pipeline {name} uses undefined {kind[:-1]} {component!r}")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        problems.append(f"{collector_file.relative_to(root)}: {exc!r}")
+    return problems, f"{len(dashboards)} dashboards, {queries} queries, datasources {sorted(u for u in uids if u)}"
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        nested = panel.get("panels")
+        if isinstance(nested, list):
+            yield from _panels(nested)
+
+
+def _compose_services(root: Path) -> set[str]:
+    names: set[str] = set()
+    for path in sorted(root.glob("docker-compose*.yml")):
+        try:
+            names |= set((yaml.safe_load(path.read_text()) or {}).get("services", {}))
+        except yaml.YAMLError:
+            continue
+    return names
+
+
+def check_observability(ctx: Context) -> Result:
+    problems, summary = _observability_problems(ctx.root)
+    if problems:
+        return Result(False, f"{len(problems)} problem(s)", "\n".join(problems))
+    return Result(True, summary)
+
+
 RUNNERS: dict[str, Callable[[Context], Result]] = {
     "compose": check_compose,
     "yamllint": check_yamllint,
     "k8s": check_k8s,
     "terraform": check_terraform,
     "checkov": check_checkov,
+    "observability": check_observability,
 }
 
 

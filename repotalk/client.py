@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -51,6 +52,17 @@ def webhook_params(body: str, sender: str, message_sid: str, to: str = "whatsapp
     }
 
 
+def twiml_messages(twiml: str) -> list[str]:
+    """The texts of a TwiML response's <Message> elements (empty for the usual empty TwiML)."""
+    if "<Message" not in twiml:
+        return []
+    try:
+        root = ElementTree.fromstring(twiml)
+    except ElementTree.ParseError:
+        return []
+    return [element.text or "" for element in root.iter("Message")]
+
+
 class Client:
     def __init__(self, server: str, auth_token: str, sender: str = DEFAULT_FROM, timeout: float = 60.0) -> None:
         self.server = server.rstrip("/")
@@ -58,6 +70,7 @@ class Client:
         self.sender = sender
         self.timeout = timeout
         self.http = httpx.Client(timeout=10.0)
+        self._immediate: dict[str, list[str]] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -69,9 +82,14 @@ class Client:
         response = self.http.post(url, data=params, headers=signed_webhook(url, params, self.auth_token))
         if response.status_code != 200:
             raise AskError(f"the server refused the message ({response.status_code}): {response.text[:300]}")
+        immediate = twiml_messages(response.text)
+        if immediate:  # answered in the webhook's own response (the allow-list does that)
+            self._immediate[message_sid] = immediate
         return message_sid
 
     def wait_reply(self, message_sid: str) -> Reply:
+        if message_sid in self._immediate:
+            return Reply(message_sid, self._immediate.pop(message_sid))
         deadline = time.monotonic() + self.timeout
         url = f"{self.server}/api/v1/sandbox/replies/{message_sid}"
         headers = {"Authorization": f"Bearer {self.auth_token}"}

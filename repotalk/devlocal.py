@@ -42,7 +42,8 @@ def main() -> None:
     index_cmd = [*repotalk, "index", args.repo] + (["--name", args.name] if args.name else [])
     subprocess.run(index_cmd, check=True)
     run_dir = Path(settings.app.data_dir) / "run"
-    stack = Stack(env=dict(os.environ), run_dir=run_dir, port=settings.app.port)
+    # Supervised like compose's `restart: unless-stopped`: a process that exits is started again.
+    stack = Stack(env=dict(os.environ), run_dir=run_dir, port=settings.app.port, supervise=True)
     stack.start()
     print(f"repotalk (distributed) is running at {stack.base_url}; logs in {run_dir}/")
     print('  try: .venv/bin/repotalk ask "where is the webhook signature verified?"')
@@ -54,12 +55,14 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    restarts: dict[str, int] = {}
     try:
         while not stopping:
-            for name, proc in stack.procs.items():
-                if not proc.alive():
-                    print(f"{name} exited:\n{stack.tail(name)}", file=sys.stderr)
-                    stopping = True
+            for name, count in list(stack.restarts.items()):
+                if restarts.get(name) != count:
+                    restarts[name] = count
+                    print(f"{name} exited and was restarted ({count}x); its log: {run_dir}/{name}.log",
+                          file=sys.stderr)
             time.sleep(0.5)
     finally:
         stack.stop()

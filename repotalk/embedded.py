@@ -41,6 +41,11 @@ def embedded_workers(services: tuple[Service, ...] = tuple(Service)) -> Iterator
         bus.flush_batches()
         for worker in workers:
             worker.stop()
+        for service in services:
+            # Background work a worker module started (code_search's reconcile loop and HTTP API).
+            stop = getattr(worker_module(service), "shutdown", None)
+            if stop is not None:
+                stop()
 
 
 def prepare() -> None:

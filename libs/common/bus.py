@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from libs.common import metrics, telemetry
 from libs.common.events import (
     BATCHED_SUBSCRIBERS,
     Envelope,
@@ -135,12 +136,14 @@ def capture_published() -> Iterator[list[Envelope]]:
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0.05, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def _send(app: Celery, name: str, queue: str, args: list[Any], producer: Any = None) -> None:
+def _send(app: Celery, name: str, queue: str, args: list[Any], producer: Any = None,
+          headers: dict[str, str] | None = None) -> None:
     app.send_task(
         name,
         args=args,
         queue=queue,
         producer=producer,
+        headers=headers,  # the trace context (telemetry.publish_span), when tracing is on
         retry=True,
         retry_policy=RETRY_POLICY,
         ignore_result=True,
@@ -164,7 +167,10 @@ def publish(envelope: Envelope, app: Celery | None = None) -> None:
     if direct:
         with app.producer_or_acquire() as producer:
             for service in direct:
-                _send(app, task_name(service), service.value, [body], producer)
+                name = task_name(service)
+                with telemetry.publish_span(name, service.value, envelope.type.value, envelope.id,
+                                            envelope.correlation_id) as headers:
+                    _send(app, name, service.value, [body], producer, headers)
     for service in subscribers(envelope.type):
         if service in BATCHED_SUBSCRIBERS:
             batcher(app).add(service, body)
@@ -273,7 +279,10 @@ def register_service(
         try:
             handler(envelope)
         except Exception as exc:
+            metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=False)
             _retry_or_report(self, service, [envelope], exc)
+        else:
+            metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=True)
 
     if service in BATCHED_SUBSCRIBERS:
 
@@ -288,13 +297,16 @@ def register_service(
             try:
                 if batch_handler is not None:
                     batch_handler(envelopes)
-                    return
-                for envelope in envelopes:
-                    handler = handlers.get(envelope.type)
-                    if handler is not None:
-                        handler(envelope)
+                else:
+                    for envelope in envelopes:
+                        handler = handlers.get(envelope.type)
+                        if handler is not None:
+                            handler(envelope)
             except Exception as exc:
                 _retry_or_report(self, service, envelopes, exc)
+                return
+            for envelope in envelopes:
+                metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=True)
 
     return handle
 

@@ -23,6 +23,9 @@ class EventType(StrEnum):
     MESSAGE_STATUS = "message.status"
     MESSAGE_FAILED = "message.failed"
     USER_ERASED = "user.erased"
+    RETENTION_DUE = "retention.due"
+    REDACTION_DUE = "redaction.due"
+    REPO_INDEX_REQUESTED = "repo.index_requested"
 
 
 class Service(StrEnum):
@@ -43,7 +46,13 @@ SUBSCRIPTIONS: dict[EventType, tuple[Service, ...]] = {
     EventType.MESSAGE_SENT: (Service.ANALYTICS,),
     EventType.MESSAGE_STATUS: (Service.ANALYTICS,),
     EventType.MESSAGE_FAILED: (Service.PROCESSOR, Service.ANALYTICS),  # processor apologises
-    EventType.USER_ERASED: (Service.ANALYTICS,),
+    EventType.USER_ERASED: (Service.AI_ENGINE, Service.ANALYTICS),  # the gateway and processor erased first
+    # Beat's call to remove personal data older than the window: each service prunes its own tables.
+    EventType.RETENTION_DUE: (Service.GATEWAY, Service.PROCESSOR, Service.AI_ENGINE, Service.ANALYTICS),
+    EventType.REDACTION_DUE: (Service.GATEWAY, Service.ANALYTICS),  # TWILIO_REDACT_BODIES: blank a body at Twilio
+    # The repository catalog changed (add, re-index, git push): a code_search replica starts converging at
+    # once. Only one replica of the queue gets it; the others catch up on their periodic reconcile.
+    EventType.REPO_INDEX_REQUESTED: (Service.CODE_SEARCH, Service.ANALYTICS),
 }
 
 
@@ -193,6 +202,30 @@ class UserErased(Payload):
     user_id: str
 
 
+class RetentionDue(Payload):
+    """Personal data created before ``cutoff`` is to be removed (anonymous aggregates stay)."""
+
+    cutoff: datetime
+    days: int
+
+
+class RedactionDue(Payload):
+    """A message whose body Twilio still holds (an inbound one stored, or a reply delivered) is to be
+    blanked there; its id at Twilio is all this carries."""
+
+    message_sid: str
+    direction: Literal["inbound", "outbound"]
+
+
+class RepoIndexRequested(Payload):
+    """The desired state of a repository moved to ``generation`` (the catalog in the database holds it;
+    this only says "look now"). Nothing in it is personal data."""
+
+    repo: str
+    generation: int
+    reason: Literal["add", "reindex", "push"]
+
+
 PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.MESSAGE_RECEIVED: MessageReceived,
     EventType.SEARCH_REQUESTED: SearchRequested,
@@ -203,11 +236,17 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.MESSAGE_STATUS: MessageStatus,
     EventType.MESSAGE_FAILED: MessageFailed,
     EventType.USER_ERASED: UserErased,
+    EventType.RETENTION_DUE: RetentionDue,
+    EventType.REDACTION_DUE: RedactionDue,
+    EventType.REPO_INDEX_REQUESTED: RepoIndexRequested,
 }
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_NO_TRACE = {"trace"}  # an envelope without trace context serialises as it always did
 
 
 class Envelope(BaseModel):
@@ -221,9 +260,13 @@ class Envelope(BaseModel):
     correlation_id: str
     source: str = ""
     payload: dict[str, Any]
+    # W3C traceparent of the span that caused the event, for an event that waits in the gateway's outbox
+    # (the request is over when it is published). On the bus itself, trace context rides in task headers.
+    trace: str | None = None
 
     @classmethod
-    def new(cls, payload: Payload, correlation_id: str, source: str = "", event_id: str | None = None) -> Envelope:
+    def new(cls, payload: Payload, correlation_id: str, source: str = "", event_id: str | None = None,
+            trace: str | None = None) -> Envelope:
         event_type = next(t for t, model in PAYLOADS.items() if isinstance(payload, model))
         fields: dict[str, Any] = {
             "type": event_type,
@@ -233,6 +276,8 @@ class Envelope(BaseModel):
         }
         if event_id:
             fields["id"] = event_id
+        if trace:
+            fields["trace"] = trace
         return cls(**fields)
 
     def data(self) -> Payload:
@@ -240,7 +285,7 @@ class Envelope(BaseModel):
         return PAYLOADS[self.type].model_validate(self.payload)
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude=_NO_TRACE if self.trace is None else None)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Envelope:

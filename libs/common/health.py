@@ -1,4 +1,5 @@
-"""Readiness checks shared by every process, and the small HTTP server workers use for probes.
+"""Readiness checks shared by every process, and the small HTTP server workers use for probes and
+Prometheus scrapes.
 
 /health: the process is alive. /ready: the database answers and the broker is reachable. Each check
 has a deadline, so a hung dependency makes the probe fail instead of hanging it.
@@ -75,8 +76,18 @@ class _ProbeHandler(BaseHTTPRequestHandler):
                 self._reply(503, {"status": "unavailable", "failed": failed})
             else:
                 self._reply(200, {"status": "ready", "checks": dict.fromkeys(checks, "ok")})
+        elif self.path == "/metrics":
+            from libs.common.metrics import exposition, register_queue_depth
+
+            register_queue_depth()
+            body, content_type = exposition(self.headers.get("Accept"))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         else:
-            self._reply(404, {"detail": "not found: try /health or /ready"})
+            self._reply(404, {"detail": "not found: try /health, /ready or /metrics"})
 
     def _reply(self, status: int, payload: dict[str, object]) -> None:
         body = json.dumps(payload).encode()
@@ -88,7 +99,7 @@ class _ProbeHandler(BaseHTTPRequestHandler):
 
 
 def serve_probes(host: str, port: int) -> ThreadingHTTPServer:
-    """Start /health and /ready on host:port in a daemon thread (a worker's probe endpoint)."""
+    """Start /health, /ready and /metrics on host:port in a daemon thread (a worker's probe endpoint)."""
     server = ThreadingHTTPServer((host, port), _ProbeHandler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 
 from libs.common.settings import get_settings
+from libs.common.telemetry import current_ids
 
 # A number standing on its own: digit runs inside ids (MessageSids, hashes) are not phone numbers.
 _PHONE = re.compile(r"(?<![\w+])(?:whatsapp:)?\+?\d[\d\s().-]{6,}\d(?![\w])")
@@ -34,7 +35,35 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class TraceContextFilter(logging.Filter):
+    """Stamps each record with the trace and span it was logged in (when a trace is being recorded), so a
+    log line leads to its trace in Jaeger and back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for development; the trace and span ids close the line when there are some."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            return f"{line} [trace={trace_id} span={getattr(record, 'span_id', '')}]"
+        return line
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line (production): what log pipelines index without parsing rules."""
+
+    def __init__(self, service: str = "") -> None:
+        super().__init__()
+        self.service = service
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
@@ -42,6 +71,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self.service:
+            entry["service"] = self.service
         for key in ("service", "correlation_id", "trace_id", "span_id"):
             value = getattr(record, key, None)
             if value:
@@ -62,10 +93,11 @@ def configure_logging(service: str = "repotalk") -> None:
     handler = logging.StreamHandler(sys.stderr)
     fmt = settings.app.log_format
     if fmt == "json" or (fmt == "auto" and settings.app.env == "production"):
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.app.log_level.upper())

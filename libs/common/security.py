@@ -33,13 +33,22 @@ def normalise_address(address: str) -> str:
     return f"{channel}{sep}{normalised}" if sep else normalised
 
 
-@lru_cache(maxsize=4)
-def _fernet(keys_spec: str, secret: str) -> MultiFernet:
+def _keys(keys_spec: str, secret: str) -> list[str]:
     keys = [k.strip() for k in keys_spec.split(",") if k.strip()]
     if not keys:
         derived = hashlib.sha256(b"repotalk-encryption:" + secret.encode()).digest()
         keys = [base64.urlsafe_b64encode(derived).decode()]
-    return MultiFernet([Fernet(k.encode()) for k in keys])
+    return keys
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys_spec: str, secret: str) -> MultiFernet:
+    return MultiFernet([Fernet(k.encode()) for k in _keys(keys_spec, secret)])
+
+
+@lru_cache(maxsize=4)
+def _newest(keys_spec: str, secret: str) -> Fernet:
+    return Fernet(_keys(keys_spec, secret)[0].encode())
 
 
 def _cipher() -> MultiFernet:
@@ -61,3 +70,13 @@ def decrypt(token: str) -> str:
 def rotate(token: str) -> str:
     """Re-encrypt under the newest key (the first of ENCRYPTION_KEYS)."""
     return _cipher().rotate(token.encode("ascii")).decode("ascii")
+
+
+def newest_key_decrypts(token: str) -> bool:
+    """True when ``token`` is sealed by the newest key (nothing for rotate-keys to do)."""
+    security = get_settings().security
+    try:
+        _newest(security.encryption_keys, security.secret_key).decrypt(token.encode("ascii"))
+    except (InvalidToken, ValueError):
+        return False
+    return True

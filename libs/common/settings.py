@@ -48,7 +48,12 @@ class AppSettings(_Base):
         description="rebuild the signed URL from X-Forwarded-Proto/Host/Port (behind your own proxy)",
     )
     max_request_bytes: int = Field(
-        64 * 1024, alias="MAX_REQUEST_BYTES", description="largest webhook body accepted (413 beyond)"
+        64 * 1024, alias="MAX_REQUEST_BYTES", description="largest Twilio webhook body accepted (413 beyond)"
+    )
+    max_api_request_bytes: int = Field(
+        1024 * 1024,
+        alias="MAX_API_REQUEST_BYTES",
+        description="largest body of any other request (`/api/v1/…`) accepted (413 beyond)",
     )
 
 
@@ -105,12 +110,24 @@ class BrokerSettings(_Base):
     )
     batch_max: int = Field(500, alias="BROKER_BATCH_MAX", description="most events in one analytics batch")
     health_port: int = Field(
-        0, alias="WORKER_HEALTH_PORT", description="port of a worker's /health and /ready (0: none)"
+        0, alias="WORKER_HEALTH_PORT", description="port of a worker's /health, /ready and /metrics (0: none)"
     )
     outbox_relay_interval: float = Field(
         1.0,
         alias="OUTBOX_RELAY_INTERVAL",
         description="seconds between sweeps of the outbox for events not yet published",
+    )
+    redrive_after: float = Field(
+        120.0,
+        alias="TURN_REDRIVE_AFTER",
+        description="seconds without any reply after which an accepted message's event is published again "
+        "(recovers turns whose events a broker restart lost; keep above the slowest normal turn)",
+    )
+    redrive_max_age: float = Field(
+        1800.0,
+        alias="TURN_REDRIVE_MAX_AGE",
+        description="seconds after which an unanswered message is no longer re-published (kept under the "
+        "outbox's one-hour retention of published events)",
     )
 
 
@@ -164,6 +181,64 @@ class SecuritySettings(_Base):
     )
 
 
+class PrivacySettings(_Base):
+    retention_days: int = Field(
+        90,
+        alias="RETENTION_DAYS",
+        ge=0,
+        description="personal data older than this many days is removed by the retention job (0: kept forever)",
+    )
+    retention_interval_hours: float = Field(
+        24.0,
+        alias="RETENTION_INTERVAL_HOURS",
+        gt=0,
+        description="how often `repotalk beat` (or `serve`, in-process) starts the retention job; also once at start",
+    )
+    redact_at_twilio: bool = Field(
+        False,
+        alias="TWILIO_REDACT_BODIES",
+        description="blank message bodies at Twilio once an inbound message is stored and a reply delivered",
+    )
+
+
+class AccessSettings(_Base):
+    """Who may use the assistant. Open to every WhatsApp user unless one of these is set."""
+
+    allow_list: bool = Field(
+        False,
+        alias="ALLOW_LIST",
+        description="only allowed numbers and admitted users are answered (on by itself when ALLOWED_NUMBERS "
+        "or INVITE_CODES is set); others get one polite refusal and nothing about them is stored",
+    )
+    # Numbers are hashed (keyed, as user ids are) when read and never kept in clear; `u_…` entries are
+    # already hashed (`repotalk allow-list hash NUMBER`), so the configuration need hold no number.
+    allowed_numbers: str = Field(
+        "",
+        alias="ALLOWED_NUMBERS",
+        description="comma-separated numbers (`+E164`) or their ids (`u_…`, from `repotalk allow-list hash`) "
+        "allowed to use the assistant",
+    )
+    invite_codes: str = Field(
+        "",
+        alias="INVITE_CODES",
+        description="comma-separated team invite codes: an unknown user who sends `JOIN <code>` is admitted "
+        "(12+ characters in production)",
+    )
+    refusal_interval_hours: float = Field(
+        24.0,
+        alias="ACCESS_REFUSAL_INTERVAL_HOURS",
+        gt=0,
+        description="a refused number is told so at most once per this many hours (remembered in memory only)",
+    )
+
+    @property
+    def restricted(self) -> bool:
+        return self.allow_list or bool(self.allowed_numbers.strip()) or bool(self.codes())
+
+    def codes(self) -> list[str]:
+        return [code.strip() for code in self.invite_codes.split(",") if code.strip()]
+
+
 class ConversationSettings(_Base):
     rate_limit_per_minute: int = Field(
         10, alias="RATE_LIMIT_PER_MINUTE", description="messages per user per rolling minute (0: no limit)"
@@ -197,10 +272,25 @@ class SearchSettings(_Base):
         alias="GIT_WEBHOOK_SECRET",
         description="secret of `POST /webhooks/git` (GitHub HMAC or GitLab token); empty: the webhook is refused",
     )
-    admin_token: str = Field(
+    # Distributed mode: code_search's HTTP routes are served by the code_search workers, which hold the
+    # index; the gateway forwards them there. Empty: the process answers them itself (embedded).
+    code_search_url: str = Field(
         "",
-        alias="SEARCH_ADMIN_TOKEN",
-        description="bearer token of the repository admin API; empty: open outside production, refused in it",
+        alias="CODE_SEARCH_URL",
+        description="where the gateway forwards `/api/v1/search`, `/api/v1/repos…` and `/webhooks/git` "
+        "(a code_search worker's `CODE_SEARCH_PORT`); empty: served in-process (embedded)",
+    )
+    code_search_port: int = Field(
+        0,
+        alias="CODE_SEARCH_PORT",
+        description="port of a code_search worker's HTTP API (search, repository admin, git webhook); 0: none",
+    )
+    reconcile_interval: float = Field(
+        5.0,
+        gt=0,
+        alias="REPO_RECONCILE_INTERVAL",
+        description="seconds between a code_search replica's checks of the repository catalog (it re-indexes "
+        "what its own index lags behind)",
     )
 
     def resolved_index_dir(self, app: AppSettings) -> Path:
@@ -302,6 +392,34 @@ class AISettings(_Base):
     max_answer_chars: int = Field(3000, alias="AI_MAX_ANSWER_CHARS", description="longest answer composed")
 
 
+class TelemetrySettings(_Base):
+    # The OpenTelemetry SDK reads the OTEL_* variables itself; they are declared here to be documented.
+    otlp_endpoint: str = Field(
+        "",
+        alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP/HTTP collector (`http://otel-collector:4318`); tracing is off without it, "
+        "OTEL_TRACES_EXPORTER or REPOTALK_TRACE_FILE",
+    )
+    traces_exporter: str = Field(
+        "", alias="OTEL_TRACES_EXPORTER", description="`otlp`, `console` (spans on stdout) or `none` (off)"
+    )
+    trace_file: str = Field(
+        "", alias="REPOTALK_TRACE_FILE", description="also write every span as a JSON line to this file (tests, bench)"
+    )
+    sample_ratio: float = Field(
+        1.0,
+        alias="TRACE_SAMPLE_RATIO",
+        ge=0.0,
+        le=1.0,
+        description="share of turns traced (a turn's services follow the webhook's decision)",
+    )
+    metrics_multiproc_dir: str = Field(
+        "",
+        alias="PROMETHEUS_MULTIPROC_DIR",
+        description="metrics shared by a prefork worker's processes; empty: a temporary one under prefork",
+    )
+
+
 class Settings:
     """Every concern's settings, read once per process (``get_settings.cache_clear()`` in tests)."""
 
@@ -311,9 +429,12 @@ class Settings:
         self.broker = BrokerSettings()
         self.twilio = TwilioSettings()
         self.security = SecuritySettings()
+        self.privacy = PrivacySettings()
+        self.access = AccessSettings()
         self.conversation = ConversationSettings()
         self.search = SearchSettings()
         self.ai = AISettings()
+        self.telemetry = TelemetrySettings()
 
     @property
     def database_url(self) -> str:
@@ -328,16 +449,48 @@ class Settings:
         if self.app.env != "production":
             return
         problems = []
-        if self.security.secret_key == DEV_SECRET_KEY or len(self.security.secret_key) < 32:
-            problems.append("SECRET_KEY must be set to a random value of at least 32 characters")
-        if self.twilio.auth_token == DEV_AUTH_TOKEN:
-            problems.append("TWILIO_AUTH_TOKEN must be set")
+        if self.security.secret_key.strip() in (DEV_SECRET_KEY, "") or len(self.security.secret_key.strip()) < 32:
+            problems.append("SECRET_KEY (it keys the user-id hash) must be a random value of at least 32 characters "
+                            "(e.g. `openssl rand -hex 32`)")
+        problems.extend(_encryption_key_problems(self.security.encryption_keys))
+        # Checked with or without a Twilio account: the token also guards webhooks and the sandbox API.
+        if self.twilio.auth_token.strip() in (DEV_AUTH_TOKEN, ""):
+            problems.append("TWILIO_AUTH_TOKEN must be set to your Twilio account's auth token"
+                            + (" (TWILIO_ACCOUNT_SID is set)" if self.twilio.account_sid else ""))
+        short = [code for code in self.access.codes() if len(code) < 12]
+        if short:
+            problems.append(f"INVITE_CODES: {len(short)} code(s) shorter than 12 characters can be guessed")
         if not self.database.url:
             problems.append("DATABASE_URL must be set")
         if self.broker.url.startswith("memory://"):
             problems.append("BROKER_URL must point at Redis")
         if problems:
-            raise RuntimeError("refusing to start in production: " + "; ".join(problems))
+            raise ProductionSettingsError(
+                "refusing to start with REPOTALK_ENV=production:\n" + "\n".join(f"  - {p}" for p in problems)
+            )
+
+
+class ProductionSettingsError(RuntimeError):
+    """Production would run with development or missing secrets; the message lists every problem."""
+
+
+def _encryption_key_problems(spec: str) -> list[str]:
+    keys = [key.strip() for key in spec.split(",") if key.strip()]
+    if not keys:
+        return ["ENCRYPTION_KEYS must be set (Fernet keys, newest first; generate one with `python -c "
+                '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`); '
+                "without it personal data would be encrypted with a key derived from SECRET_KEY"]
+    from cryptography.fernet import Fernet
+
+    bad = 0
+    for key in keys:
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            bad += 1
+    if bad:
+        return [f"ENCRYPTION_KEYS: {bad} of {len(keys)} key(s) are not valid Fernet keys (32 url-safe base64 bytes)"]
+    return []
 
 
 @lru_cache(maxsize=1)

@@ -9,9 +9,7 @@ import anthropic
 
 from services.ai_engine import pricing
 from services.ai_engine.prompting import Prompt
-from services.ai_engine.provider import Completion, Failure, Provider, ProviderError, status_failure
-
-ANTHROPIC = "anthropic"
+from services.ai_engine.provider import ANTHROPIC, Completion, Failure, Provider, ProviderError, status_failure
 
 
 @lru_cache(maxsize=8)

@@ -23,6 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span, SpanKind
+
+from libs.common import metrics, telemetry
 from libs.common.events import AIAttempt
 from libs.common.settings import AISettings
 from services.ai_engine.prompting import Prompt
@@ -166,23 +169,50 @@ class ChainResult:
 
 
 def _call(provider: Provider, prompt: Prompt, timeout: float, result: ChainResult) -> Completion:
-    started = time.perf_counter()
-    try:
-        completion = provider.complete(prompt, timeout)
-    except ProviderError as exc:
+    # openai and anthropic speak through httpx2, which no OpenTelemetry instrumentation covers: each attempt
+    # is a client span of its own (retries and fallbacks show as siblings under the ai_engine task).
+    attempt = 1 + sum(1 for a in result.attempts if a.provider == provider.name)
+    attributes = {"gen_ai.system": provider.name, "gen_ai.request.model": provider.model,
+                  "repotalk.ai.attempt": attempt, "repotalk.ai.timeout_s": timeout}
+    with telemetry.span(f"ai.{provider.name}.complete", SpanKind.CLIENT, attributes) as current:
+        started = time.perf_counter()
+        try:
+            completion = provider.complete(prompt, timeout)
+        except ProviderError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            result.provider_ms += elapsed
+            result.attempts.append(AIAttempt(
+                provider=provider.name, model=provider.model, outcome=exc.reason, latency_ms=round(elapsed, 3)))
+            _observe(provider, result.attempts[-1], current, exc.kind.value)
+            raise
         elapsed = (time.perf_counter() - started) * 1000
         result.provider_ms += elapsed
         result.attempts.append(AIAttempt(
-            provider=provider.name, model=provider.model, outcome=exc.reason, latency_ms=round(elapsed, 3)))
-        raise
-    elapsed = (time.perf_counter() - started) * 1000
-    result.provider_ms += elapsed
-    result.attempts.append(AIAttempt(
-        provider=provider.name, model=completion.model, outcome="ok", latency_ms=round(elapsed, 3),
-        input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-        cost_usd=provider.cost_usd(completion),
-    ))
+            provider=provider.name, model=completion.model, outcome="ok", latency_ms=round(elapsed, 3),
+            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+            cost_usd=provider.cost_usd(completion),
+        ))
+        _observe(provider, result.attempts[-1], current, None)
     return completion
+
+
+def _observe(provider: Provider, attempt: AIAttempt, current: Span | None, failure: str | None) -> None:
+    """One provider call into the span and the provider metrics."""
+    metrics.PROVIDER_CALLS.labels(provider.name, attempt.model).inc()
+    metrics.observe(metrics.PROVIDER_LATENCY.labels(provider.name), attempt.latency_ms / 1000)
+    telemetry.set_attributes(current, **{
+        "repotalk.ai.outcome": attempt.outcome, "gen_ai.response.model": attempt.model,
+        "gen_ai.usage.input_tokens": attempt.input_tokens, "gen_ai.usage.output_tokens": attempt.output_tokens,
+        "repotalk.ai.cost_usd": attempt.cost_usd,
+    })
+    if failure is not None:
+        metrics.PROVIDER_ERRORS.labels(provider.name, attempt.outcome[:40]).inc()
+        telemetry.set_attributes(current, **{"repotalk.ai.failure": failure})
+        telemetry.mark_error(current, attempt.outcome)
+        return
+    metrics.PROVIDER_TOKENS.labels(provider.name, attempt.model, "input").inc(attempt.input_tokens)
+    metrics.PROVIDER_TOKENS.labels(provider.name, attempt.model, "output").inc(attempt.output_tokens)
+    metrics.PROVIDER_COST.labels(provider.name, attempt.model).inc(attempt.cost_usd)
 
 
 def _wait(delay: float, result: ChainResult) -> None:

@@ -11,10 +11,8 @@ import openai
 
 from services.ai_engine import pricing
 from services.ai_engine.prompting import Prompt
-from services.ai_engine.provider import Completion, Failure, Provider, ProviderError, status_failure
+from services.ai_engine.provider import OPENAI, Completion, Failure, Provider, ProviderError, status_failure
 
-OPENAI = "openai"
-LOCAL = "local"
 # The SDK insists on a key; local servers mostly ignore it.
 LOCAL_PLACEHOLDER_KEY = "local"
 

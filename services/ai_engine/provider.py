@@ -14,6 +14,11 @@ from enum import StrEnum
 
 from services.ai_engine.prompting import Prompt
 
+# Provider names (AI_PROVIDERS); "local" is any OpenAI-compatible server (Ollama, vLLM, llama.cpp).
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+LOCAL = "local"
+
 
 class Failure(StrEnum):
     TRANSIENT = "transient"  # timeout, connection error, 408, 409, 429, 5xx: retried with backoff

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from libs.common.settings import AISettings
 from services.ai_engine import pricing
-from services.ai_engine.anthropic_provider import ANTHROPIC, AnthropicProvider
-from services.ai_engine.openai_provider import LOCAL, OPENAI, OpenAIProvider
-from services.ai_engine.provider import Provider
+from services.ai_engine.provider import ANTHROPIC, LOCAL, OPENAI, Provider
 
+# The SDKs are imported (in ``_build``) only for a provider that is configured: together they weigh
+# ~70 MB of RSS, which a worker answering offline (or through one provider) should not carry.
 DEFAULT_ORDER = (OPENAI, ANTHROPIC, LOCAL)
 
 
@@ -36,12 +36,16 @@ def is_configured(name: str, ai: AISettings) -> bool:
 
 
 def _build(name: str, ai: AISettings) -> Provider:
+    from services.ai_engine.openai_provider import OpenAIProvider
+
     if name == OPENAI:
         return OpenAIProvider(
             name=OPENAI, api_key=ai.openai_api_key, model=ai.openai_model, base_url=ai.openai_base_url,
             timeout=ai.openai_timeout or ai.timeout, max_output_tokens=ai.max_output_tokens, prices=ai.prices,
         )
     if name == ANTHROPIC:
+        from services.ai_engine.anthropic_provider import AnthropicProvider
+
         return AnthropicProvider(
             api_key=ai.anthropic_api_key, model=ai.anthropic_model, base_url=ai.anthropic_base_url,
             timeout=ai.anthropic_timeout or ai.timeout, max_output_tokens=ai.max_output_tokens, prices=ai.prices,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from libs.common import bus
+from libs.common import bus, metrics, telemetry
 from libs.common.events import Envelope, EventType, SearchCompleted, Service, derived_id
 from libs.common.settings import get_settings
-from services.ai_engine import providers
+from services.ai_engine import providers, usage_data
 from services.ai_engine.composer import compose_response
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,9 @@ def handle_search_completed(envelope: Envelope) -> None:
     if not isinstance(completed, SearchCompleted):
         raise bus.PermanentError(f"expected search.completed, got {envelope.type.value}")
     response = compose_response(completed, correlation_id=envelope.correlation_id)
+    metrics.ANSWERS.labels(response.answerer).inc()
+    telemetry.annotate(answerer=response.answerer, retries=response.retries, fallbacks=response.fallbacks,
+                       input_tokens=response.input_tokens, output_tokens=response.output_tokens)
     log.info(
         "answered %s with %s in %.0f ms (%d hits, %d retries, fallback=%s)",
         envelope.correlation_id, response.answerer, response.latency_ms, len(completed.hits), response.retries,
@@ -33,6 +36,8 @@ def handle_search_completed(envelope: Envelope) -> None:
 
 HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
     EventType.SEARCH_COMPLETED: handle_search_completed,
+    EventType.USER_ERASED: usage_data.handle_user_erased,
+    EventType.RETENTION_DUE: usage_data.handle_retention_due,
 }
 
 

@@ -26,7 +26,10 @@ from libs.common.events import (
     MessageSent,
     MessageStatus,
     Payload,
+    RedactionDue,
     ReplyReady,
+    RepoIndexRequested,
+    RetentionDue,
     SearchCompleted,
     SearchRequested,
     Service,
@@ -169,7 +172,7 @@ def affects_turn(payload: Payload) -> bool:
     if isinstance(payload, MessageFailed):
         # Our own failure to record an event says nothing about the user's turn.
         return payload.stage != Service.ANALYTICS.value
-    return not isinstance(payload, UserErased)
+    return not isinstance(payload, UserErased | RetentionDue | RedactionDue | RepoIndexRequested)
 
 
 def turn_user(payload: Payload) -> str | None:
@@ -193,6 +196,7 @@ class Replay:
         self.touched: set[str] = set()
         self.searches: list[tuple[Any, ...]] = []  # analytics_searches rows, SEARCH_COLUMNS
         self.erasures: list[str] = []
+        self.expiries: list[datetime] = []  # retention cutoffs: turns started before lose their user
 
     def apply(self, envelope: Envelope, payload: Payload) -> None:
         APPLY[envelope.type](self, envelope, payload)
@@ -219,6 +223,14 @@ class Replay:
     def attach_user(self, turn: TurnState, user_id: str | None) -> None:
         if turn.user_id is None and user_id and user_hash(user_id) not in self.erased:
             turn.user_id = user_id
+
+    def expire(self, cutoff: datetime) -> None:
+        """Forget who the turns started before ``cutoff`` were (the retention job); their counts stay."""
+        self.expiries.append(cutoff)
+        for correlation_id, turn in self.turns.items():
+            if turn.user_id is not None and turn.started_at < cutoff:
+                turn.user_id = None
+                self.touched.add(correlation_id)
 
     def erase(self, user_id: str) -> None:
         """Forget which turns were the user's; later events of the user do not bring the id back."""
@@ -343,6 +355,15 @@ def _on_user_erased(replay: Replay, envelope: Envelope, payload: Payload) -> Non
     replay.erase(payload.user_id)
 
 
+def _on_retention_due(replay: Replay, envelope: Envelope, payload: Payload) -> None:
+    assert isinstance(payload, RetentionDue)
+    replay.expire(payload.cutoff)
+
+
+def _on_redaction_due(replay: Replay, envelope: Envelope, payload: Payload) -> None:
+    """Counted in analytics_events only: it changes no turn."""
+
+
 APPLY: dict[EventType, Callable[[Replay, Envelope, Payload], None]] = {
     EventType.MESSAGE_RECEIVED: _on_received,
     EventType.SEARCH_REQUESTED: _on_search_requested,
@@ -353,4 +374,7 @@ APPLY: dict[EventType, Callable[[Replay, Envelope, Payload], None]] = {
     EventType.MESSAGE_STATUS: _on_status,
     EventType.MESSAGE_FAILED: _on_failed,
     EventType.USER_ERASED: _on_user_erased,
+    EventType.RETENTION_DUE: _on_retention_due,
+    EventType.REDACTION_DUE: _on_redaction_due,
+    EventType.REPO_INDEX_REQUESTED: _on_redaction_due,  # counted only: no turn, no user
 }

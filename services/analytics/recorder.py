@@ -90,6 +90,11 @@ class _Store:
     def __init__(self, insert: Any) -> None:
         self.mark_erased = insert(ERASED).on_conflict_do_nothing(index_elements=["user_hash"])
         self.anonymise = update(TURNS).where(TURNS.c.user_id == bindparam("erased_user")).values(user_id=None)
+        self.expire_turns = (
+            update(TURNS)
+            .where(TURNS.c.started_at < bindparam("cutoff"), TURNS.c.user_id.is_not(None))
+            .values(user_id=None)
+        )
 
     def claim(self, connection: Connection, rows: Rows, erasing: bool) -> set[str]:
         raise NotImplementedError
@@ -102,6 +107,11 @@ class _Store:
 
     def write(self, connection: Connection, turns: Rows, searches: Rows) -> None:
         raise NotImplementedError
+
+    def expire(self, connection: Connection, cutoff: Any) -> None:
+        """The retention job: turns started before ``cutoff`` keep their counts and timings, not their user."""
+        result = connection.execute(self.expire_turns, {"cutoff": cutoff})
+        log.info("retention: anonymised %d analytics turn(s) older than %s", int(result.rowcount or 0), cutoff)
 
     def erase(self, connection: Connection, user_id: str) -> None:
         """Forget which stored turns were the user's (the anonymous counts stay)."""
@@ -293,6 +303,8 @@ def record_batch(envelopes: Sequence[Envelope]) -> int:
             replay.apply(envelope, payload)
         for user_id in replay.erasures:
             store.erase(connection, user_id)  # the replay did the same to the rows it holds
+        for cutoff in replay.expiries:
+            store.expire(connection, cutoff)
         changed = replay.changed(loaded)
         if changed or replay.searches:
             store.write(connection, [values_of(turn) for turn in changed], replay.searches)

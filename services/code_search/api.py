@@ -1,6 +1,10 @@
 """HTTP side of code_search: ``POST /api/v1/search``, the repository admin API
 (``POST /api/v1/repos``, ``POST /api/v1/repos/{name}/reindex``) and the git push webhook
-(``POST /webhooks/git``, GitHub and GitLab)."""
+(``POST /webhooks/git``, GitHub and GitLab).
+
+Served where the index is: in-process when embedded, by each code_search worker on ``CODE_SEARCH_PORT``
+in distributed mode (the gateway forwards there, see ``remote``). The admin API and the webhook only
+validate and record the desired state and answer 202; the replicas converge (``reconcile``)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ import json
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from libs.common.api_keys import AUTH_RESPONSES, AdminKey, ErrorDetail
 from libs.common.events import Hit
 from libs.common.settings import get_settings
 from services.code_search import repos as repo_admin
 from services.code_search.engine import CLIENT_ERRORS, MAX_LIMIT, search
-from services.code_search.indexer import IndexSummary
 from services.code_search.query import MAX_QUERY_CHARS
 
 log = logging.getLogger(__name__)
@@ -48,8 +53,10 @@ class SearchResponse(BaseModel):
     files: list[FileHits] = Field(default_factory=list)  # the same hits, per file, best file first
 
 
-@router.post("/api/v1/search", response_model=SearchResponse)
-def search_code(body: SearchBody) -> SearchResponse:
+@router.post(
+    "/api/v1/search", response_model=SearchResponse, responses={400: {"model": ErrorDetail}, **AUTH_RESPONSES}
+)
+def search_code(body: SearchBody, _key: AdminKey) -> SearchResponse:
     """Search the indexed repositories (free text with repo:, path:, lang:, sym:, re:, case: filters).
     400 when the query itself is unusable (empty, longer than the limit, an invalid pattern or
     filter); other conditions (nothing indexed, unknown repository) come back as ``error`` with no hits."""
@@ -73,60 +80,45 @@ class AddRepoBody(BaseModel):
     branch: str | None = Field(default=None, max_length=200)
 
 
-class IndexResponse(BaseModel):
+class IndexAccepted(BaseModel):
+    """The request is recorded; every code_search replica indexes the repository at this generation
+    or a later one. Progress: the console's repositories page, or ``repositories`` / ``index_progress``."""
+
+    status: Literal["accepted"] = "accepted"
     repo: str
-    files: int
-    symbols: int
-    chunks: int
-    indexed: int
-    unchanged: int
-    removed: int
-    skipped: dict[str, int]
-    commit: str | None
-    seconds: float
+    generation: int
+    source: str = Field(description="what is indexed: a path on the code_search replicas or a git URL (no credentials)")
+    branch: str | None = None
 
 
-def _summary(summary: IndexSummary) -> IndexResponse:
-    return IndexResponse(
-        repo=summary.repo, files=summary.files, symbols=summary.symbols, chunks=summary.chunks,
-        indexed=summary.indexed, unchanged=summary.unchanged, removed=summary.removed, skipped=summary.skipped,
-        commit=summary.commit, seconds=summary.seconds,
-    )
+# Each a RepoError's status: unusable source or name, unknown repository, another source under that
+# name, an unusable remote or branch, git missing, git too slow.
+REPO_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{code: {"model": ErrorDetail} for code in (400, 404, 409, 422, 503, 504)},
+    **AUTH_RESPONSES,
+}
 
 
-def _require_admin(authorization: str | None) -> None:
-    settings = get_settings()
-    token = settings.search.admin_token
-    if not token:
-        if settings.app.env == "production":
-            raise HTTPException(403, detail="the repository admin API is disabled: set SEARCH_ADMIN_TOKEN")
-        return
-    if not authorization:
-        raise HTTPException(401, detail="missing Authorization: Bearer <SEARCH_ADMIN_TOKEN>")
-    scheme, _, given = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(403, detail="wrong admin token")
+def _accepted(request: repo_admin.Accepted) -> IndexAccepted:
+    return IndexAccepted(repo=request.repo, generation=request.generation, source=request.source,
+                         branch=request.branch)
 
 
-AuthorizationHeader = Annotated[str | None, Header()]
-
-
-@router.post("/api/v1/repos", response_model=IndexResponse, status_code=201)
-def add_repo(body: AddRepoBody, authorization: AuthorizationHeader = None) -> IndexResponse:
-    """Index a working tree on this server, or clone a git URL (``branch``: default the remote's) and index it."""
-    _require_admin(authorization)
+@router.post("/api/v1/repos", response_model=IndexAccepted, status_code=202, responses=REPO_ERRORS)
+def add_repo(body: AddRepoBody, _key: AdminKey) -> IndexAccepted:
+    """Add a working tree on the code_search servers, or a git URL (``branch``: default the remote's), to
+    index. Checked now (the directory exists; the remote answers and has the branch); indexed right after."""
     try:
-        return _summary(repo_admin.add_repository(body.source, name=body.name, branch=body.branch))
+        return _accepted(repo_admin.request_add(body.source, name=body.name, branch=body.branch))
     except repo_admin.RepoError as exc:
         raise HTTPException(exc.status, detail=exc.message) from exc
 
 
-@router.post("/api/v1/repos/{name}/reindex", response_model=IndexResponse)
-def reindex_repo(name: str, authorization: AuthorizationHeader = None) -> IndexResponse:
+@router.post("/api/v1/repos/{name}/reindex", response_model=IndexAccepted, status_code=202, responses=REPO_ERRORS)
+def reindex_repo(name: str, _key: AdminKey) -> IndexAccepted:
     """Index a repository again (a cloned one is fetched first); unchanged files cost a stat each."""
-    _require_admin(authorization)
     try:
-        return _summary(repo_admin.reindex(name))
+        return _accepted(repo_admin.request_reindex(name))
     except repo_admin.RepoError as exc:
         raise HTTPException(exc.status, detail=exc.message) from exc
 
@@ -157,26 +149,16 @@ def _verify(provider: str, body: bytes, signature: str | None, token: str | None
             raise HTTPException(403, detail="wrong X-Gitlab-Token")
 
 
-def _reindex_quietly(names: list[str]) -> None:
-    for name in names:
-        try:
-            summary = repo_admin.reindex(name)
-            log.info("push re-index: %s", summary.describe())
-        except Exception:
-            log.exception("push re-index of %s failed", name)
-
-
 @router.post("/webhooks/git", response_model=WebhookResponse, status_code=202)
 async def git_webhook(
     request: Request,
-    background: BackgroundTasks,
     x_github_event: Annotated[str | None, Header()] = None,
     x_hub_signature_256: Annotated[str | None, Header()] = None,
     x_gitlab_event: Annotated[str | None, Header()] = None,
     x_gitlab_token: Annotated[str | None, Header()] = None,
 ) -> WebhookResponse:
     """A push re-indexes the repositories cloned from (or named like) the pushed one, when the pushed
-    branch is the indexed one. The indexing runs after the answer (GitHub waits 10 s at most)."""
+    branch is the indexed one: a new generation each, indexed after the answer (GitHub waits 10 s at most)."""
     if x_github_event is None and x_gitlab_event is None:
         raise HTTPException(400, detail="not a GitHub (X-GitHub-Event) or GitLab (X-Gitlab-Event) webhook")
     provider = "github" if x_github_event is not None else "gitlab"
@@ -207,11 +189,14 @@ async def git_webhook(
     )
     remotes = [str(project[k]) for k in keys if project.get(k)]
     names = [str(project[k]) for k in ("name", "path") if project.get(k)]
-    matched = repo_admin.repositories_for_push(remotes, names)
-    known = repo_admin.get_index().repositories()
-    on_branch = [n for n in matched if not known[n].branch or known[n].branch == branch]
+    matched = await run_in_threadpool(repo_admin.repositories_for_push, remotes, names)
+    on_branch = [
+        name for name, entry in sorted(matched.items())
+        if (entry.branch or entry.indexed_branch) in (None, "", branch)
+    ]
     if not on_branch:
         reason = "no indexed repository for this remote" if not matched else f"branch {branch} is not indexed"
         return WebhookResponse(status="ignored", reason=reason)
-    background.add_task(_reindex_quietly, on_branch)
+    for name in on_branch:
+        await run_in_threadpool(repo_admin.request_reindex, name, "push")
     return WebhookResponse(status="accepted", repos=on_branch)

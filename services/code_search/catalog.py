@@ -1,7 +1,8 @@
 """The shared catalog of indexed repositories in the database (``repositories``, ``indexed_files``).
 
 The search index itself lives on each replica's local disk; the database says what is indexed,
-where from (commit, remote), how big it is and what was skipped, for every service to read.
+where from (commit, remote), how big it is and what was skipped, for every service to read — and what
+*should* be indexed (source, branch, generation): the desired state every replica converges to.
 Writes are batched upserts that behave the same on Postgres and SQLite.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -198,3 +199,75 @@ def forget(name: str) -> None:
 def forget_files(name: str) -> None:
     with session_scope() as session:
         session.execute(delete(IndexedFile).where(IndexedFile.repo == name))
+
+
+# -- desired state: what the admin API and the git webhook ask for, what every replica converges to ----
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A repository as the catalog wants it indexed (``generation`` moves on with every request)."""
+
+    name: str
+    source: str | None  # a path on the code_search replicas or a git URL; None: not managed through the API
+    branch: str | None  # the branch asked for (git); None: the remote's default
+    generation: int
+    indexed_generation: int
+    root: str  # the working tree a replica indexed last (for one not managed through the API)
+    url: str | None  # the remote of the indexed tree, without credentials
+    indexed_branch: str | None  # the branch a replica found checked out
+
+
+def _desired(repo: Repository) -> Desired:
+    return Desired(
+        name=repo.name, source=repo.source, branch=repo.source_branch, generation=repo.generation or 0,
+        indexed_generation=repo.indexed_generation or 0, root=repo.root, url=repo.url, indexed_branch=repo.branch,
+    )
+
+
+def repository(name: str) -> Desired | None:
+    with session_scope() as session:
+        repo = session.get(Repository, name)
+        return _desired(repo) if repo is not None else None
+
+
+def repositories() -> dict[str, Desired]:
+    """Every repository in the catalog, managed or not, by name."""
+    with session_scope() as session:
+        return {repo.name: _desired(repo) for repo in session.scalars(select(Repository)).all()}
+
+
+def request_index(name: str, source: str, branch: str | None, *, root: str = "", url: str | None = None) -> int:
+    """Record that ``name`` is to be indexed from ``source`` (``branch``) and bump its generation; returns it.
+
+    One statement (an upsert that increments), so concurrent requests each get their own generation.
+    The status goes back to pending: a failure recorded from now on belongs to this request or a later one.
+    """
+    with session_scope() as session:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        values = insert(Repository).values(
+            name=name, root=root, url=url, source=source, source_branch=branch, generation=1, status="pending",
+            created_at=utcnow(), skipped={},
+        )
+        statement = values.on_conflict_do_update(
+            index_elements=["name"],
+            set_={
+                "source": values.excluded.source,
+                "source_branch": values.excluded.source_branch,
+                "generation": Repository.generation + 1,
+                "status": "pending",
+                "error": None,
+            },
+        ).returning(Repository.generation)
+        return int(session.execute(statement).scalar_one())
+
+
+def mark_generation(name: str, generation: int) -> None:
+    """A replica finished ``generation`` of ``name`` (kept as the highest any replica finished)."""
+    with session_scope() as session:
+        session.execute(
+            update(Repository)
+            .where(Repository.name == name, Repository.indexed_generation < generation)
+            .values(indexed_generation=generation)
+        )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +30,14 @@ from typing import Any
 import tantivy
 
 from libs.common.settings import get_settings
+from services.code_search import grams
+from services.code_search.grams import GramTable
 from services.code_search.pipeline import file_key
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 2: file_key is a fast field; file records say whether their chunks are complete
+# 3: ``grams`` documents (a file's trigram bitmap); line and end_line are fast fields
 
 # Names and paths (short): camelCase and snake_case split, lowercased, stemmed: processWebhook ->
 # process, webhook; verify_signature -> verifi, signatur.
@@ -41,7 +45,14 @@ NAME_PATTERN = r"[A-Z]?[a-z0-9]+|[A-Z]+"
 
 RAW_FIELDS = ("doc_type", "file_key", "repo", "path", "lang", "kind", "name", "qualified", "hash", "skip",
               "root", "commit", "url", "branch")
-INT_FIELDS = ("line", "end_line", "start", "mtime", "size", "lines", "symbols", "chunks")
+INT_FIELDS = ("line", "end_line", "start", "mtime", "size", "lines", "symbols", "chunks", "complete")
+
+
+RANKING_FIELDS = ("doc_type", "repo", "path", "lang", "kind", "name_words", "line", "end_line", "start")
+MAX_CACHED_DOCS = 100_000  # about 30 MB of ranking fields at most
+
+MAX_CANDIDATE_FILES = 2000  # beyond this many files, ripgrep walks the trees itself
+COMMON_WORD_SHARE = 0.05
 
 
 class IndexBusy(RuntimeError):
@@ -74,15 +85,22 @@ def names_analyzer() -> tantivy.TextAnalyzer:
 def build_schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     for name in RAW_FIELDS:
-        builder.add_text_field(name, stored=name not in ("file_key", "name", "qualified"), tokenizer_name="raw")
+        # file_key is fast: the pattern prefilter aggregates matching chunks into files without
+        # fetching a stored document per chunk.
+        builder.add_text_field(
+            name, stored=name not in ("file_key", "name", "qualified"), fast=name == "file_key", tokenizer_name="raw"
+        )
     # Stored: the qualified name as written, for display.
     builder.add_text_field("name_words", stored=True, tokenizer_name="code_names")
     builder.add_text_field("path_words", stored=False, tokenizer_name="code_names")
     # Stored: the chunk's text, for snippets (consistent with what was indexed, no file re-read).
     # Positions: identifiers are phrase queries.
     builder.add_text_field("words", stored=True, tokenizer_name="code_words")
+    # A file's trigram bitmap (see grams.py), on a document of its own: the manifest never loads it.
+    builder.add_bytes_field("grams", stored=True)
     for name in INT_FIELDS:
-        builder.add_integer_field(name, stored=True)
+        # Fast: the pattern search asks for the definitions enclosing a line as a range query.
+        builder.add_integer_field(name, stored=True, fast=name in ("line", "end_line"))
     return builder.build()
 
 
@@ -97,6 +115,7 @@ class FileEntry:
     lines: int
     symbols: int
     chunks: int
+    complete: bool = False  # see pipeline.FileResult.complete
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +135,14 @@ class SymbolSpan:
     kind: str
 
 
+def _drop_older_versions(directory: Path) -> None:
+    """An index of an older schema is rebuilt under a new name: the old one is only dead weight."""
+    for version in range(1, SCHEMA_VERSION):
+        old = directory / f"tantivy-v{version}"
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _first(doc: tantivy.Document, name: str, default: Any = "") -> Any:
     value = doc.get_first(name)
     return default if value is None else value
@@ -127,6 +154,8 @@ class CodeIndex:
     def __init__(self, directory: Path) -> None:
         self.directory = directory / f"tantivy-v{SCHEMA_VERSION}"
         self.directory.mkdir(parents=True, exist_ok=True)
+        _drop_older_versions(directory)
+        self._meta_path = str(self.directory / "meta.json")  # stat-ed on every search
         self.schema = build_schema()
         self.words = words_analyzer()
         self.names = names_analyzer()
@@ -140,13 +169,15 @@ class CodeIndex:
         self._searcher = self._index.searcher()
         self.generation = 0
         self._repos: dict[str, RepoEntry] | None = None
-        self._paths: dict[str, frozenset[str]] = {}
+        self._paths: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._grams: GramTable | None = None
+        self._stored: dict[tuple[int, int], dict[str, Any]] = {}
 
     # -- reading ----------------------------------------------------------------------------------
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
-            info = os.stat(self.directory / "meta.json")
+            info = os.stat(self._meta_path)
         except OSError:
             return None
         return (info.st_mtime_ns, info.st_size, info.st_ino)
@@ -164,7 +195,24 @@ class CodeIndex:
                 self.generation += 1
                 self._repos = None
                 self._paths = {}
+                self._grams = None
+                self._stored = {}
             return self._searcher
+
+    def ranking_fields(self, searcher: tantivy.Searcher, address: tantivy.DocAddress) -> dict[str, Any]:
+        """A chunk's stored fields but its text (what ranking reads), kept until the next commit: the
+        same definitions come back in many searches, and loading a stored document costs about ten
+        microseconds of mostly GIL-held time (its whole text is decoded)."""
+        key = (address.segment_ord, address.doc)
+        fields = self._stored.get(key) if searcher is self._searcher else None
+        if fields is None:
+            doc = searcher.doc(address)
+            fields = {name: doc.get_first(name) for name in RANKING_FIELDS}
+            if searcher is self._searcher:
+                if len(self._stored) >= MAX_CACHED_DOCS:
+                    self._stored = {}
+                self._stored[key] = fields
+        return fields
 
     def term(self, field: str, value: str | int) -> tantivy.Query:
         return tantivy.Query.term_query(self.schema, field, value)
@@ -200,6 +248,7 @@ class CodeIndex:
                 lines=_first(doc, "lines", 0),
                 symbols=_first(doc, "symbols", 0),
                 chunks=_first(doc, "chunks", 0),
+                complete=bool(_first(doc, "complete", 0)),
             )
             entries[entry.path] = entry
         return entries
@@ -222,14 +271,97 @@ class CodeIndex:
                 self._repos = repos
         return repos
 
-    def indexed_paths(self, repo: str) -> frozenset[str]:
-        """Paths of the repository's indexed files (cached until the next commit)."""
+    def _file_sets(self, repo: str) -> tuple[frozenset[str], frozenset[str]]:
         self.searcher()
         cached = self._paths.get(repo)
         if cached is None:
-            cached = frozenset(path for path, entry in self.manifest(repo).items() if not entry.skip)
+            entries = [entry for entry in self.manifest(repo).values() if not entry.skip]
+            cached = (
+                frozenset(entry.path for entry in entries),
+                frozenset(entry.path for entry in entries if not entry.complete),
+            )
             self._paths[repo] = cached
         return cached
+
+    def indexed_paths(self, repo: str) -> frozenset[str]:
+        """Paths of the repository's indexed files (cached until the next commit)."""
+        return self._file_sets(repo)[0]
+
+    def incomplete_paths(self, repo: str) -> frozenset[str]:
+        """Indexed files some of whose words are not in their chunks (cut long lines, ...)."""
+        return self._file_sets(repo)[1]
+
+    def files_with_words(self, groups: list[list[str]], repos: list[str]) -> set[tuple[str, str]] | None:
+        """(repo, path) of the files with a chunk holding every token of at least one group, or
+        None when more than MAX_CANDIDATE_FILES do (a prefilter would not pay)."""
+        searcher = self.searcher()
+        found: set[tuple[str, str]] = set()
+        wanted = set(repos)
+        # Aggregated over every repository (a repo filter costs more than it saves), kept for ``repos``.
+        aggregation = {"files": {"terms": {"field": "file_key", "size": MAX_CANDIDATE_FILES + 1}}}
+        for tokens in groups:
+            # A group whose rarest word is in many chunks would name most files, and slowly.
+            if min(searcher.doc_freq("words", token) for token in tokens) > searcher.num_docs * COMMON_WORD_SHARE:
+                return None
+            query = tantivy.Query.boolean_query([(tantivy.Occur.Must, self.term("words", token)) for token in tokens])
+            buckets = searcher.aggregate(query, aggregation)["files"]["buckets"]
+            if len(buckets) > MAX_CANDIDATE_FILES:
+                return None
+            for bucket in buckets:
+                repo, _, path = str(bucket["key"]).partition("\x00")
+                if repo in wanted:
+                    found.add((repo, path))
+            if len(found) > MAX_CANDIDATE_FILES:
+                return None
+        return found
+
+    def _gram_table(self) -> GramTable:
+        searcher = self.searcher()
+        table = self._grams
+        if table is None:
+            keys, rows = [], []
+            for doc in self._all(self.term("doc_type", "grams")):
+                row = doc.get_first("grams")
+                if isinstance(row, bytes) and len(row) == grams.ROW_BYTES:
+                    keys.append(file_key(_first(doc, "repo"), _first(doc, "path")))
+                    rows.append(row)
+            table = GramTable(keys, rows)
+            if searcher is self._searcher:
+                self._grams = table
+        return table
+
+    def files_with_grams(self, alternatives: list[list[int]], repos: list[str]) -> set[tuple[str, str]] | None:
+        """(repo, path) of the indexed files whose trigram bitmap holds every bucket of at least one
+        alternative, plus any file without a bitmap; None when more than MAX_CANDIDATE_FILES."""
+        table = self._gram_table()
+        wanted = set(repos)
+        found: set[tuple[str, str]] = set()
+        for key in table.matching(alternatives):
+            repo, _, path = key.partition("\x00")
+            if repo in wanted:
+                found.add((repo, path))
+        for repo in repos:
+            found.update((repo, path) for path in table.missing(repo, self.indexed_paths(repo)))
+        return None if len(found) > MAX_CANDIDATE_FILES else found
+
+    def enclosing_spans(self, key: str, line: int) -> list[SymbolSpan]:
+        """The definitions of one file (by file key) whose line range holds ``line``."""
+        integer = tantivy.FieldType.Integer
+        query = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, self.term("file_key", key)),
+                (tantivy.Occur.Must, self.term("doc_type", "def")),
+                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, "line", integer, None, line)),
+                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, "end_line", integer, line, None)),
+            ]
+        )
+        searcher = self.searcher()
+        docs = [searcher.doc(address) for _score, address in searcher.search(query, 64, count=False).hits]
+        return [
+            SymbolSpan(_first(doc, "line", 0), _first(doc, "end_line", 0), _first(doc, "name_words"),
+                       _first(doc, "kind"))
+            for doc in docs
+        ]
 
     def symbol_spans_for(self, keys: list[str]) -> list[tuple[str, str, SymbolSpan]]:
         """(repo, path, span) of every definition in the files with these keys, in one query."""
@@ -349,9 +481,14 @@ def get_index(directory: Path | None = None) -> CodeIndex:
     """This process's handle on the index in ``directory`` (default: ``settings.index_dir``)."""
     if directory is None:
         directory = get_settings().index_dir
+    # Every search asks: the directory as given first (resolving it stats every path component).
+    handle = _handles.get(Path(directory))
+    if handle is not None:
+        return handle
     key = Path(directory).resolve()
     with _handles_lock:
         handle = _handles.get(key)
         if handle is None:
             handle = _handles[key] = CodeIndex(key)
+        _handles[Path(directory)] = handle
         return handle

@@ -99,7 +99,7 @@ def _results(repo: str, jobs: list[tuple[Candidate, str]], progress: Progress | 
 def _record(entry: FileEntry) -> FileResult:
     return FileResult(
         path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, hash=entry.hash, language=entry.language,
-        skip=entry.skip, lines=entry.lines, symbols=entry.symbols, chunks=entry.chunks,
+        skip=entry.skip, lines=entry.lines, symbols=entry.symbols, chunks=entry.chunks, complete=entry.complete,
     )
 
 

@@ -12,8 +12,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from services.code_search import languages
-from services.code_search.chunker import chunk_file
+from services.code_search import grams, languages
+from services.code_search.chunker import Chunk, chunk_file
 from services.code_search.symbols import Symbol, extract
 from services.code_search.walker import Candidate
 
@@ -43,6 +43,9 @@ class FileResult:
     lines: int = 0
     symbols: int = 0
     chunks: int = 0
+    # Every line with a letter or digit is, whole, in one of the file's chunks: the words of the
+    # chunks then say which words the file holds (the pattern search's prefilter relies on it).
+    complete: bool = False
     docs: list[str] = field(default_factory=list)  # JSON documents for the index
 
     def file_record(self, repo: str) -> dict[str, object]:
@@ -60,7 +63,20 @@ class FileResult:
             "lines": self.lines,
             "symbols": self.symbols,
             "chunks": self.chunks,
+            "complete": int(self.complete),
         }
+
+
+_WORD_CHAR = re.compile(r"[^\W_]")
+
+
+def _complete(lines: list[str], chunks: list[Chunk]) -> bool:
+    """Whether every line with a word in it is in some chunk as it is (long lines and long chunks
+    are cut, and near-empty windows dropped)."""
+    covered: set[str] = set()
+    for chunk in chunks:
+        covered.update(chunk.text.split("\n"))
+    return not any(_WORD_CHAR.search(line) for line in lines if line not in covered)
 
 
 def content_hash(data: bytes) -> str:
@@ -112,6 +128,7 @@ def process_file(repo: str, candidate: Candidate, known_hash: str = "") -> FileR
     result.lines = text.count("\n") + (0 if text.endswith("\n") else 1)
     result.symbols = len(symbols)
     result.chunks = len(chunks)
+    result.complete = _complete(text.split("\n"), chunks)
     key = file_key(repo, candidate.rel)
     docs = []
     for chunk in chunks:
@@ -134,5 +151,9 @@ def process_file(repo: str, candidate: Candidate, known_hash: str = "") -> FileR
             doc["name"] = chunk.name.lower()
             doc["qualified"] = chunk.symbol.lower()
         docs.append(json.dumps(doc))
+    # The whole file's trigrams, whatever its chunks kept: the pattern search's prefilter.
+    docs.append(json.dumps(
+        {"doc_type": "grams", "file_key": key, "repo": repo, "path": candidate.rel, "grams": grams.encoded(data)}
+    ))
     result.docs = docs
     return result

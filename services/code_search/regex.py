@@ -8,8 +8,8 @@ repositories' roots are searched, with the indexer's own exclusions.
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -69,7 +69,12 @@ def _arguments(
 ) -> list[str]:
     case = {None: "--smart-case", True: "--case-sensitive", False: "--ignore-case"}[case_sensitive]
     args = [
-        rg_binary(), "--json", "--no-config", "--no-require-git", "--hidden", "--no-messages", case,
+        # Ignore files above a repository's root or in the user's git config are not the repository's.
+        # Plain lines ("path NUL number:text", "-" after the number on context lines): a tenth of the
+        # JSON output's parsing time, which dominated a pattern matching hundreds of lines.
+        rg_binary(), "--no-heading", "--with-filename", "--line-number", "--null", "--color", "never",
+        "--no-config", "--no-require-git", "--no-ignore-parent", "--no-ignore-global",
+        "--hidden", "--no-messages", case,
         "--max-filesize", str(max_filesize), "--max-count", str(per_file), "--context", str(context),
         "--glob", "!.git/",
     ]
@@ -85,6 +90,242 @@ def _arguments(
     for sensitive in SENSITIVE_PATTERNS:
         args += ["--glob", f"!{sensitive}"]
     return [*args, "--regexp", pattern, "--"]
+
+
+# -- literal prefilter ------------------------------------------------------------------------------
+#
+# A pattern such as ``raise exc\.InvalidRequestError\(`` can only match a line holding the whole
+# words ``exc`` and ``InvalidRequestError``: the index knows which files have a chunk with both, and
+# ripgrep reads only those. Only words whose both ends are fixed by the pattern count (``exc`` above,
+# not ``raise``, which could end ``xraise``); anything the reader below does not understand gives no
+# words, and the whole tree is searched as before.
+
+_BOUNDARY = object()  # ^, $, \b: the text has no letter or digit there
+_BREAK = object()  # anything that is not one fixed character
+
+
+def _skip_class(pattern: str, i: int) -> int | None:
+    """Index just past the character class opening at ``pattern[i]`` (nested classes included)."""
+    depth = 0
+    j = i
+    while j < len(pattern):
+        char = pattern[j]
+        if char == "\\":
+            j += 2
+            continue
+        if char == "[":
+            depth += 1
+            j += 1
+            if j < len(pattern) and pattern[j] == "^":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1  # a ] first in a class is literal
+            continue
+        if char == "]":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return None
+
+
+def _skip_group(pattern: str, i: int) -> int | None:
+    depth = 0
+    j = i
+    while j < len(pattern):
+        char = pattern[j]
+        if char == "\\":
+            j += 2
+            continue
+        if char == "[":
+            end = _skip_class(pattern, j)
+            if end is None:
+                return None
+            j = end
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return None
+
+
+def _split_alternatives(pattern: str) -> list[str] | None:
+    out, start, j = [], 0, 0
+    while j < len(pattern):
+        char = pattern[j]
+        if char == "\\":
+            j += 2
+        elif char == "[":
+            end = _skip_class(pattern, j)
+            if end is None:
+                return None
+            j = end
+        elif char == "(":
+            end = _skip_group(pattern, j)
+            if end is None:
+                return None
+            j = end
+        elif char == "|":
+            out.append(pattern[start:j])
+            j += 1
+            start = j
+        else:
+            j += 1
+    out.append(pattern[start:])
+    return out
+
+
+def _items(branch: str) -> list[object] | None:
+    items: list[object] = []
+    j = 0
+    while j < len(branch):
+        char = branch[j]
+        if char == "\\":
+            if j + 1 >= len(branch):
+                return None
+            escaped = branch[j + 1]
+            if escaped == "b":
+                items.append(_BOUNDARY)
+            elif escaped.isascii() and not escaped.isalnum() and escaped not in " \t":
+                items.append(escaped)
+            elif escaped in "wWdDsSB":
+                items.append(_BREAK)
+            else:
+                return None  # \p{..}, \x.., \n, \A, ...: not worth reading
+            j += 2
+        elif char in "^$":
+            items.append(_BOUNDARY)
+            j += 1
+        elif char == ".":
+            items.append(_BREAK)
+            j += 1
+        elif char == "[":
+            end = _skip_class(branch, j)
+            if end is None:
+                return None
+            items.append(_BREAK)
+            j = end
+        elif char == "(":
+            if branch.startswith("(?", j):
+                return None  # flags (x ignores whitespace), look-arounds: read nothing
+            end = _skip_group(branch, j)
+            if end is None:
+                return None
+            items.append(_BREAK)
+            j = end
+        elif char in "?*{":
+            # The atom before is optional (or its count unknown): it fixes nothing.
+            if items:
+                items[-1] = _BREAK
+            if char == "{":
+                end = branch.find("}", j)
+                if end < 0:
+                    return None
+                j = end
+            j += 1
+        elif char == "+":
+            items.append(_BREAK)  # more of the atom may follow it
+            j += 1
+        elif char in ")]":
+            return None
+        else:
+            items.append(char)
+            j += 1
+    return items
+
+
+def _is_word_char(item: object) -> bool:
+    return isinstance(item, str) and item.isascii() and item.isalnum()
+
+
+def _is_edge(item: object) -> bool:
+    return item is _BOUNDARY or (isinstance(item, str) and not item.isalnum())
+
+
+def literal_words(pattern: str) -> list[list[str]] | None:
+    """For each alternative of the pattern, words (as written) that any matching line holds as
+    whole words; None when some alternative fixes no word."""
+    branches = _split_alternatives(pattern)
+    if branches is None:
+        return None
+    groups = []
+    for branch in branches:
+        items = _items(branch)
+        if items is None:
+            return None
+        words = []
+        j = 0
+        while j < len(items):
+            if _is_word_char(items[j]):
+                end = j
+                while end < len(items) and _is_word_char(items[end]):
+                    end += 1
+                if j > 0 and end < len(items) and _is_edge(items[j - 1]) and _is_edge(items[end]):
+                    words.append("".join(str(item) for item in items[j:end]))
+                j = end
+            else:
+                j += 1
+        if not words:
+            return None
+        groups.append(words)
+    return groups
+
+
+def _case_insensitive(pattern: str, case_sensitive: bool | None) -> bool:
+    """How ripgrep will match: smart case is insensitive unless some literal is uppercase (escapes
+    such as ``\\S`` or ``\\p{Lu}`` are not literals)."""
+    if case_sensitive is not None:
+        return not case_sensitive
+    j = 0
+    while j < len(pattern):
+        char = pattern[j]
+        if char == "\\":
+            if pattern[j + 1 : j + 2] in ("p", "P") and pattern[j + 2 : j + 3] == "{":
+                end = pattern.find("}", j)
+                j = len(pattern) if end < 0 else end + 1
+            else:
+                j += 2
+            continue
+        if char.isupper():
+            return False
+        j += 1
+    return True
+
+
+# Case-insensitive matching folds the Kelvin sign into k and the long s into s: a file may hold
+# neither ASCII letter where the pattern names it.
+_FOLDED_FROM_NON_ASCII = frozenset("kKsS")
+
+
+def literal_runs(pattern: str, case_sensitive: bool | None = None) -> list[list[str]] | None:
+    """For each alternative of the pattern, runs of at least three ASCII characters that any match
+    holds as written (up to ASCII case); None when some alternative fixes no such run."""
+    branches = _split_alternatives(pattern)
+    if branches is None:
+        return None
+    insensitive = _case_insensitive(pattern, case_sensitive)
+    groups = []
+    for branch in branches:
+        items = _items(branch)
+        if items is None:
+            return None
+        runs, current = [], ""
+        for item in [*items, _BREAK]:
+            fixed = isinstance(item, str) and item.isascii() and not (insensitive and item in _FOLDED_FROM_NON_ASCII)
+            if fixed:
+                current += str(item)
+                continue
+            if len(current) >= 3:
+                runs.append(current)
+            current = ""
+        if not runs:
+            return None
+        groups.append(runs)
+    return groups
 
 
 def _explain(stderr: str) -> str:
@@ -107,15 +348,19 @@ def search(
     context: int = 1,
     case_sensitive: bool | None = None,
     include: list[str] | None = None,
+    files: list[Path] | list[str] | None = None,
 ) -> RgOutcome:
     """Matching lines under ``roots``. ``case_sensitive`` None: smart case (sensitive when the pattern
-    has an uppercase letter); ``include``: only files matching one of these globs."""
+    has an uppercase letter); ``include``: only files matching one of these globs; ``files``: search
+    only these files (under ``roots``) instead of walking the roots."""
     outcome = RgOutcome()
     if not roots:
         return outcome
     root_texts = [str(root) for root in roots]
+    # No candidate file: ripgrep still compiles the pattern (an invalid one must be explained).
+    targets = root_texts if files is None else ([str(path) for path in files] or [os.devnull])
     process = subprocess.Popen(
-        [*_arguments(pattern, max_filesize, per_file, context, case_sensitive, include), *root_texts],
+        [*_arguments(pattern, max_filesize, per_file, context, case_sensitive, include), *targets],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -125,6 +370,7 @@ def search(
     buffer = b""
     stderr = b""
     pending_context: dict[tuple[int, str], dict[int, str]] = {}
+    located: dict[bytes, tuple[int, str] | None] = {}
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
     selector.register(process.stderr, selectors.EVENT_READ)
@@ -147,7 +393,7 @@ def search(
                 buffer += chunk
                 *complete, buffer = buffer.split(b"\n")
                 for raw in complete:
-                    _consume(raw, root_texts, outcome, pending_context)
+                    _consume(raw, root_texts, outcome, pending_context, located)
                 if len(outcome.matches) >= max_matches:
                     outcome.truncated = True
                     open_streams = 0
@@ -160,7 +406,7 @@ def search(
         process.stdout.close()
         process.stderr.close()
     if buffer and not outcome.truncated and not outcome.timed_out:
-        _consume(buffer, root_texts, outcome, pending_context)
+        _consume(buffer, root_texts, outcome, pending_context, located)
     # ripgrep exits 2 on an invalid pattern before searching anything.
     if process.returncode == 2 and not outcome.matches and not outcome.timed_out:
         outcome.error = _explain(stderr.decode("utf-8", "replace"))
@@ -175,33 +421,38 @@ def _locate(path: str, roots: list[str]) -> tuple[int, str] | None:
     return None
 
 
+_NUMBER = re.compile(rb"(\d+)([:-])")
+
+
 def _consume(
     raw: bytes,
     roots: list[str],
     outcome: RgOutcome,
     pending_context: dict[tuple[int, str], dict[int, str]],
+    located: dict[bytes, tuple[int, str] | None],
 ) -> None:
-    if not raw.strip():
+    path_bytes, nul, rest = raw.partition(b"\x00")
+    if not nul:
+        return  # a group separator ("--")
+    number = _NUMBER.match(rest)
+    if number is None:
+        return  # "binary file matches ...": nothing to cite
+    if path_bytes not in located:
+        try:
+            located[path_bytes] = _locate(path_bytes.decode("utf-8"), roots)
+        except UnicodeDecodeError:
+            located[path_bytes] = None  # a non-UTF-8 path: not citable
+    where = located[path_bytes]
+    if where is None:
         return
     try:
-        message = json.loads(raw)
-    except ValueError:
-        return
-    kind = message.get("type")
-    if kind not in ("match", "context"):
-        return
-    data = message.get("data", {})
-    path_text = data.get("path", {}).get("text")
-    line_number = data.get("line_number")
-    line_text = data.get("lines", {}).get("text")
-    if path_text is None or line_number is None or line_text is None:
-        return  # a non-UTF-8 path or line: not citable
-    located = _locate(path_text, roots)
-    if located is None:
-        return
-    root, rel = located
+        line_text = rest[number.end() :].decode("utf-8")
+    except UnicodeDecodeError:
+        return  # a non-UTF-8 line: not citable
+    root, rel = where
+    line_number = int(number.group(1))
     text = line_text.rstrip("\r\n")[:MAX_LINE_CHARS]
     context = pending_context.setdefault((root, rel), {})
     context[line_number] = text
-    if kind == "match":
+    if number.group(2) == b":":
         outcome.matches.append(Match(root=root, path=rel, line=line_number, text=text, context=context))

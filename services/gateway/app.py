@@ -19,11 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from libs.common import telemetry
 from libs.common.settings import get_settings
-from services.gateway import health, sandbox, webhooks
+from services.gateway import console, health, metrics_api, sandbox, webhooks
 from services.gateway.inbound_writer import InboundWriter
+from services.gateway.limits import body_limit, limit_request_body
 from services.gateway.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ class GatewayApp(FastAPI):
     That one endpoint takes every message of every user and must answer within milliseconds; the
     generic layers (error and telemetry middlewares, exit stacks, matching every route) cost it as
     much CPU as its own work. It is served by the same endpoint function with the same error
-    handlers. Any user middleware (tracing, say) turns the shortcut off: it then sees every request.
+    handlers. Any user middleware turns the shortcut off: it then sees every request. Tracing keeps it,
+    wrapped in the ASGI tracing middleware (``inbound_asgi``), so the webhook still has its server span.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,15 +85,25 @@ class GatewayApp(FastAPI):
             and not scope.get("root_path")
             and not self.user_middleware
         ):
-            scope["app"] = self
-            request = Request(scope, receive, send)
-            try:
-                response = await webhooks.inbound_message(request)
-            except Exception as exc:
-                response = await self._handled(request, exc)
-            await response(scope, receive, send)
+            # With tracing on, telemetry wraps the shortcut in the ASGI tracing middleware (the server span).
+            await (self.inbound_asgi or self.serve_inbound)(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            limit = body_limit(scope["path"], get_settings().app)
+            await limit_request_body(super().__call__, scope, receive, send, limit)
             return
         await super().__call__(scope, receive, send)
+
+    inbound_asgi: ASGIApp | None = None
+
+    async def serve_inbound(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        request = Request(scope, receive, send)
+        try:
+            response = await webhooks.inbound_message(request)
+        except Exception as exc:
+            response = await self._handled(request, exc)
+        await response(scope, receive, send)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:
         """The response the app's exception handlers give for ``exc`` (as the middlewares would)."""
@@ -132,6 +145,9 @@ def create_app(extra_routers: Sequence[APIRouter] = (), start_relay: bool = True
     app.state.relay = None
     app.state.writer = None
     _install_error_handlers(app)
-    for router in (webhooks.router, webhooks.status_router, health.router, sandbox.router, *extra_routers):
+    telemetry.instrument_app(app)
+    for router in (webhooks.router, webhooks.status_router, health.router, metrics_api.router, sandbox.router,
+                   *extra_routers):
         app.include_router(router)
+    console.install(app)
     return app

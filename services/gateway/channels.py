@@ -131,10 +131,12 @@ def send_with_retries(
     max_attempts: int,
     backoff_base: float,
     sleep: Callable[[float], None] = time.sleep,
+    before_retry: Callable[[], None] | None = None,
 ) -> Accepted:
     """Send, retrying retryable refusals with exponential backoff and full jitter.
 
-    The SDK itself does not retry 429 (FACTS), so this is the only retry loop.
+    The SDK itself does not retry 429 (FACTS), so this is the only retry loop. ``before_retry`` runs
+    after each backoff, just before the next attempt (the sender renews its claim there; it raises to stop).
     """
     attempt = 1
     while True:
@@ -147,11 +149,11 @@ def send_with_retries(
             log.warning("send refused (%s, code %s), attempt %d of %d; retrying in %.2fs",
                         exc.http_status, exc.error_code, attempt, max_attempts, delay)
             sleep(delay)
+            if before_retry is not None:
+                before_retry()
             attempt += 1
 
 
-def worst_case_send_seconds(settings: TwilioSettings) -> float:
-    """How long one chunk's send can take, retries included (the claim lease must outlast it)."""
-    attempts = max(1, settings.send_max_attempts)
-    backoff = sum(min(MAX_RETRY_DELAY, settings.send_backoff_base * 2 ** (i - 1)) * 1.5 for i in range(1, attempts))
-    return attempts * TWILIO_HTTP_TIMEOUT * 2 + backoff  # connect + read timeouts per attempt
+def attempt_seconds() -> float:
+    """How long one send attempt can take at most: the connect and read timeouts."""
+    return TWILIO_HTTP_TIMEOUT * 2

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, update
 
 from libs.common import db
 from libs.common.events import Envelope, EventType, MessageStatus, Service, derived_id
+from services.gateway import redaction
 from services.gateway.outbox import add_to_outbox
 from services.gateway.sql import OUTBOUND
 
@@ -83,4 +84,6 @@ def apply_status(provider_sid: str, status: str, error_code: str | None = None) 
             ),
             user_id=user_id,
         )
+        if status in redaction.FINAL_STATUSES and redaction.enabled():
+            redaction.queue_redaction(conn, provider_sid, "outbound", correlation_id, key=status)
     return True

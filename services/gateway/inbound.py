@@ -8,7 +8,7 @@ nothing. The rate limit is counted in the database (the webhook must work while 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
@@ -22,6 +22,7 @@ from libs.common.db import UTCDateTime
 from libs.common.events import Envelope, EventType, MessageReceived, ReplyReady, Service, derived_id
 from libs.common.security import encrypt, normalise_address, user_id_for
 from libs.common.settings import get_settings
+from services.gateway import redaction
 from services.gateway.outbox import add_to_outbox, outbox_row
 from services.gateway.sql import INBOUND, OUTBOX, USERS, dialect_insert
 
@@ -47,6 +48,7 @@ class InboundMessageIn:
     address: str  # "whatsapp:+E164" as Twilio sent it (From)
     body: str
     num_media: int = 0
+    trace: str | None = None  # the webhook request's traceparent: the turn's trace continues from it
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def store_inbound(conn: Connection, message: InboundMessageIn, now: datetime | N
         correlation_id=message.message_sid,
         source=SOURCE,
         event_id=derived_id(message.message_sid, EventType.MESSAGE_RECEIVED),
+        trace=message.trace,
     )
     params = {
         "message_sid": message.message_sid,
@@ -133,8 +136,14 @@ def store_inbound(conn: Connection, message: InboundMessageIn, now: datetime | N
         "address_enc": encrypt(normalise_address(message.address)),
     }
     if conn.dialect.name == "postgresql":
-        return _store_postgres(conn, message, event, params, limit)
-    return _store_portable(conn, message, event, params, limit)
+        outcome = _store_postgres(conn, message, event, params, limit)
+    else:
+        outcome = _store_portable(conn, message, event, params, limit)
+    if outcome.disposition is not Disposition.DUPLICATE and redaction.enabled():
+        # Stored here (encrypted): Twilio's copy of the body is no longer needed.
+        redaction.queue_redaction(conn, message.message_sid, "inbound", message.message_sid)
+        outcome = replace(outcome, events_queued=outcome.events_queued + 1)
+    return outcome
 
 
 def _store_portable(

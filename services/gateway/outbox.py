@@ -22,11 +22,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from libs.common import bus, db
+from libs.common import bus, db, telemetry
 from libs.common.events import Envelope
 from libs.common.security import decrypt, encrypt
 from libs.common.settings import get_settings
 from services.gateway.held_connection import HeldConnection
+from services.gateway.redrive import RedriveSchedule
 from services.gateway.sql import OUTBOX
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ def _relay_batch(conn: Connection, limit: int, now: datetime) -> int:
             })
             continue
         try:
-            bus.publish(envelope)
+            with telemetry.remote_parent(envelope.trace):
+                bus.publish(envelope)
         except Exception as exc:
             delay = backoff_for(attempts + 1)
             log.warning(
@@ -171,6 +173,9 @@ class OutboxRelay:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._last_redrive = 0.0
+        broker = get_settings().broker
+        self._redrive = RedriveSchedule(broker.redrive_after, broker.redrive_max_age)
         self._held = HeldConnection()
 
     @property
@@ -212,6 +217,10 @@ class OutboxRelay:
                     pruned = prune_published()
                     if pruned:
                         log.debug("outbox: pruned %d published rows", pruned)
+                if time.monotonic() - self._last_redrive >= self._redrive.every:
+                    self._last_redrive = time.monotonic()
+                    if self._held.transaction(lambda conn: self._redrive.sweep(conn, db.utcnow())):
+                        self._wakeup.set()
                 failures = 0
             except Exception as exc:
                 # The database itself is unreachable: keep trying, slower, without spinning.

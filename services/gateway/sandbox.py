@@ -1,6 +1,11 @@
 """The sandbox channel's read side: replies kept in the database when no Twilio account is set.
 
 ``repotalk ask`` posts a signed webhook, then polls this endpoint for the answer.
+
+Authenticated by the Twilio auth token, not by an API key, on purpose: the sandbox stands in for
+Twilio, and whoever holds that token can already sign webhooks as any user and (at Twilio) read
+every reply, so it grants nothing new; `repotalk ask/chat` hold it anyway, and need no second
+secret. The endpoint exists only while no Twilio account is configured (404 otherwise).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Security
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -76,7 +82,25 @@ def _load(message_sid: str) -> SandboxReplies:
     return SandboxReplies(message_sid=message_sid, replies=replies, complete=complete)
 
 
-@router.get("/replies/{message_sid}", response_model=SandboxReplies, summary="Replies kept by the sandbox channel")
+class _Problem(BaseModel):
+    detail: str
+
+
+# Documents the scheme in the OpenAPI document; the check itself is _authorize's.
+_twilio_token = HTTPBearer(
+    auto_error=False,
+    scheme_name="TwilioAuthToken",
+    description="The gateway's TWILIO_AUTH_TOKEN as `Authorization: Bearer <token>` (sandbox channel only)",
+)
+
+
+@router.get(
+    "/replies/{message_sid}",
+    response_model=SandboxReplies,
+    summary="Replies kept by the sandbox channel",
+    dependencies=[Security(_twilio_token)],
+    responses={401: {"model": _Problem}, 404: {"model": _Problem}},
+)
 def sandbox_replies(
     message_sid: str, authorization: Annotated[str | None, Header()] = None
 ) -> SandboxReplies:

@@ -21,14 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Connection, bindparam, or_, select, update
 
-from libs.common import bus, db
+from libs.common import bus, db, metrics, telemetry
 from libs.common.events import (
     Envelope,
     EventType,
@@ -42,12 +44,13 @@ from libs.common.events import (
 from libs.common.security import decrypt, encrypt
 from libs.common.settings import Settings, get_settings
 from services.gateway.channels import (
+    Accepted,
     Channel,
     OutgoingMessage,
     SendError,
+    attempt_seconds,
     channel_for,
     send_with_retries,
-    worst_case_send_seconds,
 )
 from services.gateway.delivery_status import FAILURE_STATUSES, SENT_STATUSES, STATUS_RANK
 from services.gateway.erasure import erase_user
@@ -58,7 +61,9 @@ from services.gateway.sql import OUTBOUND, USERS, dialect_insert
 log = logging.getLogger(__name__)
 
 SOURCE = Service.GATEWAY.value
-MIN_LEASE = timedelta(seconds=120)
+# A claim is renewed before every attempt, so it only has to outlast one attempt (plus the renewal's own
+# round trip): a worker that dies mid-send holds its chunk back for this long, no longer.
+LEASE_MARGIN = timedelta(seconds=10)
 # Twilio's error for a free-form message outside the 24-hour customer-service window.
 OUTSIDE_WINDOW_CODE = "63016"
 TEMPLATE_VARIABLE_LIMIT = 1000
@@ -101,7 +106,7 @@ class _Chunk:
 
 
 def sending_lease(settings: Settings) -> timedelta:
-    return max(MIN_LEASE, timedelta(seconds=worst_case_send_seconds(settings.twilio) + 30))
+    return timedelta(seconds=attempt_seconds()) + LEASE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class _Statements:
     create_chunks: Any
     load_chunks: Any
     claim: Any
+    renew: Any
     mark_sent: Any
     mark_failed: Any
 
@@ -137,6 +143,11 @@ def _statements(dialect: str) -> _Statements:
             (table.c.status == "sending") & (table.c.updated_at < bindparam("expired_before")),
         ))
         .values(status="sending", attempts=table.c.attempts + 1, updated_at=bindparam("now")),
+        renew=update(table)
+        .where(table.c.id == bindparam("chunk_id"))
+        .where(table.c.status == "sending")
+        .where(table.c.updated_at >= bindparam("expired_before"))
+        .values(updated_at=bindparam("now")),
         mark_sent=update(table)
         .where(table.c.id == bindparam("chunk_id"))
         .where(table.c.status == "sending")
@@ -276,6 +287,20 @@ def _claim_alone(chunk_id: int, lease: timedelta) -> bool:
     )
 
 
+def _renew_claim(chunk_id: int, lease: timedelta) -> None:
+    """Keep this worker's claim on ``chunk_id`` before another attempt; if the claim lapsed meanwhile,
+    another worker may be sending the chunk now, so this one stops (the redelivery sorts it out)."""
+
+    def renew(conn: Connection) -> int:
+        now = db.utcnow()
+        result = conn.execute(_statements(conn.dialect.name).renew,
+                              {"chunk_id": chunk_id, "expired_before": now - lease, "now": now})
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    if _held_connection().transaction(renew) != 1:
+        raise ChunkInFlight(f"the claim on chunk {chunk_id} lapsed during the retries")
+
+
 def _mark_sent(chunk_id: int, provider_sid: str, status: str, claim_next: int | None, lease: timedelta) -> bool:
     """Record the provider's sid for ``chunk_id`` and, in the same transaction, claim the chunk
     ``claim_next`` (if any); True when that next chunk is now this worker's to send."""
@@ -336,6 +361,41 @@ def _erase(envelope: Envelope, user_id: str) -> None:
         UserErased(user_id=user_id), envelope.correlation_id, source=SOURCE,
         event_id=derived_id(envelope.correlation_id, EventType.USER_ERASED),
     ))
+
+
+def _send_chunk(channel: Channel, message: OutgoingMessage, chunk: _Chunk, settings: Settings,
+                lease: timedelta) -> Accepted:
+    """One chunk through the channel, retries included: a span of its own and the send metrics."""
+    started = time.perf_counter()
+    attributes = {"repotalk.channel": channel.name, "repotalk.chunk.index": chunk.chunk_index,
+                  "repotalk.chunk.count": chunk.chunk_count, "repotalk.chunk.chars": len(chunk.body),
+                  "repotalk.template": chunk.template}
+    with telemetry.span("twilio.send_chunk", SpanKind.CLIENT, attributes) as current:
+        try:
+            accepted = send_with_retries(
+                channel, message, settings.twilio.send_max_attempts, settings.twilio.send_backoff_base,
+                before_retry=lambda: _renew_claim(chunk.id, lease),
+            )
+        except SendError as exc:
+            metrics.TWILIO_SENDS.labels(channel.name, "failed").inc()
+            telemetry.set_attributes(current, outcome="failed", error_code=exc.error_code)
+            telemetry.mark_error(current, f"refused: code {exc.error_code}")
+            raise
+        telemetry.set_attributes(current, outcome="sent", provider_sid=accepted.provider_sid)
+        metrics.TWILIO_SENDS.labels(channel.name, "sent").inc()
+        metrics.observe(metrics.TWILIO_SEND_LATENCY, time.perf_counter() - started)
+    return accepted
+
+
+def _observe_delivery(reply: ReplyReady, recipient: _Recipient, report: DeliveryReport) -> None:
+    """A reply delivered in full by this call counts as answered; its turn's latency runs from the user's
+    last inbound message (the one this reply answers) to now."""
+    if not report.sent or report.failed:
+        return
+    metrics.MESSAGES_ANSWERED.labels(reply.kind).inc()
+    if not report.already_sent and recipient.last_inbound_at is not None:
+        turn = (db.utcnow() - recipient.last_inbound_at).total_seconds()
+        metrics.observe(metrics.TURN_LATENCY.labels(reply.kind), max(0.0, turn))
 
 
 def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> DeliveryReport:
@@ -399,9 +459,7 @@ def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> Deliver
             else OutgoingMessage(to=recipient.address, body=chunk.body)
         )
         try:
-            accepted = send_with_retries(
-                channel, message, settings.twilio.send_max_attempts, settings.twilio.send_backoff_base
-            )
+            accepted = _send_chunk(channel, message, chunk, settings, lease)
         except SendError as exc:
             _mark_failed([chunk.id], exc.error_code)
             log.warning("chunk %d/%d of %s refused: code %s", chunk.chunk_index + 1, chunk.chunk_count,
@@ -418,6 +476,7 @@ def deliver_reply(envelope: Envelope, channel: Channel | None = None) -> Deliver
 
     log.info("reply %s for %s: %d chunk(s), %d sent now, %d earlier%s", envelope.id, envelope.correlation_id,
              report.chunk_count, report.sent, report.already_sent, ", failed" if report.failed else "")
+    _observe_delivery(reply, recipient, report)
     if reply.erase_user_after:
         # The user asked to be forgotten: erase once the confirmation went out (or definitively could not).
         _erase(envelope, reply.user_id)

@@ -8,15 +8,18 @@ No broker I/O happens here; the outbox relay is only woken.
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from libs.common import metrics, telemetry
 from libs.common.settings import get_settings
+from services.gateway.access import access_list
 from services.gateway.delivery_status import apply_status
 from services.gateway.forms import BadRequestBody, WebhookForm, parse_webhook, read_body
-from services.gateway.inbound import Disposition, InboundMessageIn, record_inbound
+from services.gateway.inbound import Disposition, InboundMessageIn, InboundOutcome, record_inbound
 from services.gateway.inbound_writer import InboundWriter
 from services.gateway.outbox import OutboxRelay
 from services.gateway.signature import (
@@ -90,13 +93,20 @@ def _num_media(form: WebhookForm) -> int:
 
 @router.post(INBOUND_PATH, response_class=Response, summary="Inbound WhatsApp message from Twilio")
 async def inbound_message(request: Request) -> Response:
+    started = time.perf_counter()
     form = await verified_form(request)
     message_sid, address = _required(form, "MessageSid", "From")
+    allow_list = access_list()
+    if allow_list.restricted:  # before anything is stored: a refused sender leaves no trace
+        answer = await allow_list.screen(address, form.get("Body"))
+        if answer is not None:
+            return answer
     message = InboundMessageIn(
         message_sid=message_sid,
         address=address,
         body=form.get("Body"),
         num_media=_num_media(form),
+        trace=telemetry.traceparent(),
     )
     writer: InboundWriter | None = getattr(request.app.state, "writer", None)
     if writer is not None and writer.running:
@@ -110,7 +120,18 @@ async def inbound_message(request: Request) -> Response:
     else:
         log.info("inbound %s from %s %s (%d chars, %d media)", message_sid, outcome.user_id,
                  outcome.disposition.value, len(message.body), message.num_media)
+    _observe_inbound(message, outcome, started)
     return twiml_response(wake)
+
+
+def _observe_inbound(message: InboundMessageIn, outcome: InboundOutcome, started: float) -> None:
+    metrics.MESSAGES_RECEIVED.labels(outcome.disposition.value).inc()
+    if outcome.disposition is Disposition.RATE_LIMITED:
+        metrics.RATE_LIMITED.inc()
+    telemetry.annotate(message_sid=message.message_sid, user_id=outcome.user_id,
+                       disposition=outcome.disposition.value, body_chars=len(message.body),
+                       num_media=message.num_media)
+    metrics.observe(metrics.WEBHOOK_ACK, time.perf_counter() - started)
 
 
 @status_router.post("/webhooks/twilio/status", response_class=Response, summary="Twilio message status callback")

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from libs.common import db
 from libs.common.events import Envelope, EventType, Service
+from services.gateway.redaction import handle_redaction_due
+from services.gateway.retention import handle_retention_due
 from services.gateway.sender import deliver_reply
 
 SERVICE: Service = Service.GATEWAY
@@ -17,6 +19,8 @@ def handle_reply_ready(envelope: Envelope) -> None:
 
 HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
     EventType.REPLY_READY: handle_reply_ready,
+    EventType.RETENTION_DUE: handle_retention_due,
+    EventType.REDACTION_DUE: handle_redaction_due,
 }
 
 

@@ -25,6 +25,11 @@ def help_text(idle_minutes: int) -> str:
         "`/delete` erase your data\n"
         "`/help` this message\n"
         "\n"
+        "*Filters* (in a question or a `/search`)\n"
+        "`repo:NAME` `path:src/**/*.py` `lang:go` `sym:Session.expire` `case:yes`\n"
+        "`re:PATTERN` or `/PATTERN/` a regular expression in a question\n"
+        "e.g. _session expiry lang:python path:auth/_\n"
+        "\n"
         f"After {idle_minutes} minutes of silence I start a fresh conversation (your `/repo` choice stays)."
     )
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from libs.common import bus
+from libs.common import bus, metrics
 from libs.common.events import Envelope, EventType, Service
-from services.processor import answers, failures, inbound
+from services.processor import answers, failures, inbound, retention
 
 SERVICE = Service.PROCESSOR
 
@@ -29,13 +29,17 @@ def on_ai_response(envelope: Envelope) -> None:
 
 
 def on_message_failed(envelope: Envelope) -> None:
-    _publish(failures.handle(envelope))
+    events = failures.handle(envelope)
+    stage = envelope.payload.get("stage")
+    metrics.MESSAGES_FAILED.labels(stage if isinstance(stage, str) else "unknown").inc()
+    _publish(events)
 
 
 HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
     EventType.MESSAGE_RECEIVED: on_message_received,
     EventType.AI_RESPONSE: on_ai_response,
     EventType.MESSAGE_FAILED: on_message_failed,
+    EventType.RETENTION_DUE: retention.handle_retention_due,
 }
 
 

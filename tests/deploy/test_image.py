@@ -171,11 +171,12 @@ ALL_COMMANDS = {
 def _cli_commands() -> set[str]:
     result = CliRunner().invoke(app, ["--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    return {name for name in ("serve", "gateway", "worker", "migrate", "index", "search") if name in result.output}
+    names = ("serve", "gateway", "worker", "beat", "migrate", "rotate-keys", "index", "search")
+    return {name for name in names if name in result.output}
 
 
 def test_the_cli_offers_the_commands_the_deployments_run() -> None:
-    assert {"gateway", "worker", "migrate"} <= _cli_commands()
+    assert {"gateway", "worker", "beat", "migrate", "rotate-keys"} <= _cli_commands()
 
 
 @pytest.mark.parametrize("where", sorted(ALL_COMMANDS))

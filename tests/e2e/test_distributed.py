@@ -4,12 +4,10 @@ killed with SIGKILL mid-task and when Redis is down as the webhook arrives."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from libs.common import db
@@ -20,6 +18,7 @@ from repotalk.client import new_message_sid
 from repotalk.stack import Stack
 from services.code_search.engine import index_repository
 from tests.conftest import REDIS_URL, apply_env
+from tests.e2e.servers import PrivateRedis
 from tests.e2e.support import SAMPLE_REPO, free_port, post_webhook, wait_until
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.twilio_server import FakeTwilio
@@ -125,39 +124,6 @@ def test_worker_killed_mid_task_the_turn_completes_exactly_once(
             _drain(stack, twilio, twilio.auth_token, SENDER)
             assert len(_answers(twilio, SENDER)) == 1
             assert _outbound_rows() == 2  # the answer and the follow-up, one chunk each
-
-
-class PrivateRedis:
-    """A Redis of this test's own, so it can be stopped and started without touching anyone else's."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def pings(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_until(self.pings, 10, "private redis")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture

@@ -119,3 +119,19 @@ def test_repotalk_chat_holds_a_conversation_in_the_terminal(base_env: dict[str, 
     assert result.stdout.count("repotalk> ") == 2  # one reply per message
     assert "/search" in result.stdout  # the help text lists the commands
     assert "sample_repo" in result.stdout  # /repos lists the indexed repository
+
+
+def test_with_the_allow_list_a_listed_number_is_answered_and_a_stranger_refused(
+    twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stranger = "whatsapp:+15550009999"
+    apply_env(monkeypatch, ALLOWED_NUMBERS=SENDER.removeprefix("whatsapp:"))
+    with embedded_server() as server:
+        refused = post_webhook(server, QUESTION, stranger, new_message_sid(), twilio.auth_token)
+        assert refused.status_code == 200 and "private code assistant" in refused.text
+        assert post_webhook(server, QUESTION, SENDER, new_message_sid(), twilio.auth_token).status_code == 200
+        answer = "\n".join(wait_until(lambda: _replies_to(twilio, SENDER), what="the listed number's reply"))
+        assert "webhooks/security.py:" in answer
+    # The refusal went back in the webhook's own answer: nothing was sent to, or kept about, the stranger.
+    assert _replies_to(twilio, stranger) == []
+    assert _count(InboundMessage) == 1 and _count(Turn) == 1

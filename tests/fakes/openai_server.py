@@ -171,7 +171,7 @@ class ScriptedServer:
         self._thread = None
 
 
-def _openai_error(status: int, message: str, error_type: str, code: str | None,
+def openai_error(status: int, message: str, error_type: str, code: str | None,
                   headers: dict[str, str] | None = None, delay: float = 0.0) -> ScriptedResponse:
     return _json(status, {"error": {"message": message, "type": error_type, "param": None, "code": code}},
                  headers, delay)
@@ -191,17 +191,21 @@ class FakeOpenAI(ScriptedServer):
 
     def refuse(self, headers: dict[str, str]) -> ScriptedResponse | None:
         if not headers.get("authorization", "").startswith("Bearer "):
-            return _openai_error(401, "missing bearer token", "invalid_request_error", "invalid_api_key")
+            return openai_error(401, "missing bearer token", "invalid_request_error", "invalid_api_key")
         return None
 
     def unknown_path(self, path: str) -> ScriptedResponse:
-        return _openai_error(404, f"unknown path {path}", "invalid_request_error", "unknown_url")
+        return openai_error(404, f"unknown path {path}", "invalid_request_error", "unknown_url")
 
     def unscripted(self) -> ScriptedResponse:
-        return _openai_error(500, "FakeOpenAI: no scripted response left", "fake_error", None,
+        return openai_error(500, "FakeOpenAI: no scripted response left", "fake_error", None,
                              {"retry-after-ms": "1"})
 
-    def reply(
+    def reply(self, content: str | None, **options: Any) -> None:
+        """A successful, non-streaming chat completion with the given content and usage (see ``completion``)."""
+        self._push(self.completion(content, **options))
+
+    def completion(
         self,
         content: str | None,
         *,
@@ -210,8 +214,8 @@ class FakeOpenAI(ScriptedServer):
         completion_tokens: int = 20,
         finish_reason: str = "stop",
         delay: float = 0.0,
-    ) -> None:
-        """A successful, non-streaming chat completion with the given content and usage."""
+    ) -> ScriptedResponse:
+        """The response ``reply`` scripts (for servers that answer without a script)."""
         body = {
             "id": f"chatcmpl-fake{len(self.requests)}-{self.pending}",
             "object": "chat.completion",
@@ -231,7 +235,7 @@ class FakeOpenAI(ScriptedServer):
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        self._push(_json(200, body, delay=delay))
+        return _json(200, body, delay=delay)
 
     def error(
         self,
@@ -250,7 +254,7 @@ class FakeOpenAI(ScriptedServer):
             headers["retry-after"] = retry_after
         if retry_after_ms is not None:
             headers["retry-after-ms"] = str(retry_after_ms)
-        self._push(_openai_error(status, message, error_type, code, headers, delay))
+        self._push(openai_error(status, message, error_type, code, headers, delay))
 
     def context_too_long(self, tokens: int = 140_000, limit: int = 128_000) -> None:
         """OpenAI's answer to a prompt longer than the model's context window."""

@@ -13,6 +13,9 @@ Endpoints:
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json   create (HTTP basic auth; To, From, Body,
                                                          ContentSid, ContentVariables, StatusCallback)
   GET  /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json   fetch one
+  POST /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json   update: Body="" redacts (recorded in
+                                                         ``redactions``); an inbound message is known to the
+                                                         fake once ``add_inbound`` was called for it
   GET  /_fake/messages                                    every recorded message as JSON (for other processes)
   POST /_fake/reset                                       forget messages and scripted failures
 """
@@ -27,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +58,7 @@ class FakeMessage:
     status_callback: str | None
     date_created: str
     status: str = "queued"
+    direction: str = "outbound-api"
     # When the fake accepted it (time.monotonic() of this process): end-to-end latency in bench/.
     received_monotonic: float = field(default_factory=time.monotonic)
 
@@ -74,7 +78,7 @@ class FakeMessage:
             "date_created": self.date_created,
             "date_sent": None,
             "date_updated": self.date_created,
-            "direction": "outbound-api",
+            "direction": self.direction,
             "error_code": None,
             "error_message": None,
             "from": self.from_,
@@ -114,6 +118,7 @@ class FakeTwilio:
         self._messages: list[FakeMessage] = []
         self._failures: deque[_Failure] = deque()
         self.requests = 0  # every create request, refused ones included
+        self.redactions: list[str] = []  # sids whose body was blanked, in order (repeats included)
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -174,7 +179,29 @@ class FakeTwilio:
         with self._lock:
             self._messages.clear()
             self._failures.clear()
+            self.redactions.clear()
             self.requests = 0
+
+    def add_inbound(self, sid: str, from_: str, to: str, body: str) -> None:
+        """Make the fake hold an inbound message, as Twilio does for every message it delivers to us."""
+        message = FakeMessage(
+            sid=sid, account_sid=self.account_sid, to=to, from_=from_, body=body, content_sid=None,
+            content_variables=None, status_callback=None,
+            date_created=format_datetime(datetime.now(UTC), usegmt=True), status="received", direction="inbound",
+        )
+        with self._lock:
+            self._messages.append(message)
+            self._lock.notify_all()
+
+    def message(self, sid: str) -> FakeMessage | None:
+        with self._lock:
+            return next((m for m in self._messages if m.sid == sid), None)
+
+    def wait_for_redactions(self, count: int, timeout: float = 10.0) -> list[str]:
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.redactions) >= count, timeout):
+                raise TimeoutError(f"expected {count} redaction(s), got {len(self.redactions)} in {timeout}s")
+            return list(self.redactions)
 
     # -- request handling ------------------------------------------------------------------------
 
@@ -228,6 +255,21 @@ class FakeTwilio:
             self._lock.notify_all()
         return 201, message.resource()
 
+    def _update(self, sid: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Twilio's message update: ``Body=""`` redacts the body (the only update repotalk makes)."""
+        if "Body" not in form:
+            return 400, _error(400, 20001, "Missing required parameter Body or Status in the post body")
+        if form["Body"] != "":
+            return 400, _error(400, 20001, "Body can only be updated to an empty string (redaction)")
+        with self._lock:
+            index = next((i for i, m in enumerate(self._messages) if m.sid == sid), None)
+            if index is None:
+                return 404, _error(404, 20404, f"The requested resource /Messages/{sid}.json was not found")
+            self._messages[index] = replace(self._messages[index], body="")
+            self.redactions.append(sid)
+            self._lock.notify_all()
+            return 200, self._messages[index].resource()
+
     def _fetch(self, sid: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
             found = next((m for m in self._messages if m.sid == sid), None)
@@ -278,6 +320,12 @@ class FakeTwilio:
                     self._read_form()
                     fake.reset()
                     self._reply(200, {"reset": True})
+                    return
+                update = _FETCH.match(path)
+                if update is not None:
+                    form = self._read_form()
+                    if self._check_account(update["account"]):
+                        self._reply(*fake._update(update["sid"], form))
                     return
                 match = _CREATE.match(path)
                 if match is None:

@@ -41,3 +41,35 @@ def test_filter_masks_formatted_arguments() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "sending to %s", ("whatsapp:+15550001111",), None)
     RedactingFilter().filter(record)
     assert "15550001111" not in record.getMessage()
+
+
+def test_lines_logged_in_a_trace_carry_its_ids_and_stay_redacted() -> None:
+    import io
+    import json
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from libs.common.logs import JsonFormatter, TextFormatter, TraceContextFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("processor"))
+    handler.addFilter(RedactingFilter())
+    handler.addFilter(TraceContextFilter())
+    logger = logging.getLogger("test.trace-ids")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("outside any trace")
+        with TracerProvider().get_tracer("test").start_as_current_span("turn") as span:
+            logger.warning("reply to %s sent", "whatsapp:+15550001111")
+    finally:
+        logger.removeHandler(handler)
+    outside, inside = (json.loads(line) for line in stream.getvalue().splitlines())
+    ctx = span.get_span_context()
+    assert "trace_id" not in outside and outside["service"] == "processor"
+    assert inside["trace_id"] == f"{ctx.trace_id:032x}" and inside["span_id"] == f"{ctx.span_id:016x}"
+    assert "15550001111" not in inside["msg"]
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    record.trace_id, record.span_id = "ab" * 16, "cd" * 8
+    assert TextFormatter("%(message)s").format(record) == f"hello [trace={'ab' * 16} span={'cd' * 8}]"

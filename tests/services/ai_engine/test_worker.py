@@ -16,7 +16,7 @@ from tests.services.ai_engine.helpers import BEST, answer, completed, envelope
 
 def test_worker_shape(base_env: dict[str, str]) -> None:
     assert worker.SERVICE is Service.AI_ENGINE
-    assert set(worker.HANDLERS) == {EventType.SEARCH_COMPLETED}
+    assert set(worker.HANDLERS) == {EventType.SEARCH_COMPLETED, EventType.USER_ERASED, EventType.RETENTION_DUE}
     worker.startup()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from libs.common import db
+from libs.common.api_keys import create_key
 from libs.common.events import Envelope, EventType, Service, UserErased
 from libs.common.models.analytics import AnalyticsEvent, ErasedUser, SearchQuery, TurnMetrics
 from services.analytics import worker
@@ -246,10 +248,11 @@ def test_empty_summary(database: str) -> None:
     }
 
 
-def _client() -> TestClient:
+def _client(with_key: bool = True) -> TestClient:
     app = FastAPI()
     app.include_router(router)
-    return TestClient(app)
+    headers = {"Authorization": f"Bearer {create_key(f'analytics-{uuid.uuid4().hex[:8]}')}"} if with_key else {}
+    return TestClient(app, headers=headers)
 
 
 def test_summary_api(database: str) -> None:
@@ -271,8 +274,17 @@ def test_summary_api(database: str) -> None:
 
 
 @pytest.mark.parametrize("hours", ["0", "-3", "abc", "nan", "inf", "100000"])
-def test_summary_api_rejects_bad_windows(base_env: dict[str, str], hours: str) -> None:
+def test_summary_api_rejects_bad_windows(database: str, hours: str) -> None:
     response = _client().get("/api/v1/analytics/summary", params={"hours": hours})
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail and detail[0]["loc"] == ["query", "hours"]
+
+
+def test_summary_api_needs_an_api_key(database: str) -> None:
+    anonymous = _client(with_key=False)
+    missing = anonymous.get("/api/v1/analytics/summary")
+    assert missing.status_code == 401 and "WWW-Authenticate" in missing.headers
+    wrong = anonymous.get("/api/v1/analytics/summary", headers={"X-API-Key": "rtk_000000000000_" + "A" * 43})
+    assert wrong.status_code == 403
+    assert _client().get("/api/v1/analytics/summary").status_code == 200

@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from libs.common.api_keys import create_key
 from services.code_search.api import router
 from services.code_search.engine import index_repository
 
@@ -17,7 +18,7 @@ def client(database: str, sample_repo: Path) -> TestClient:
     index_repository(sample_repo)
     app = FastAPI()
     app.include_router(router)
-    return TestClient(app)
+    return TestClient(app, headers={"Authorization": f"Bearer {create_key('search-test')}"})
 
 
 def test_a_question_returns_hits(client: TestClient) -> None:
@@ -79,3 +80,13 @@ def test_filters_and_files_in_the_response(client: TestClient) -> None:
     body = response.json()
     assert body["hits"] and all(h["path"].startswith("sessions/") for h in body["hits"])
     assert [f["path"] for f in body["files"]] == list(dict.fromkeys(h["path"] for h in body["hits"]))
+
+
+def test_searching_needs_an_api_key(client: TestClient) -> None:
+    anonymous = TestClient(client.app)
+    body = {"query": "where is the webhook signature verified?"}
+    missing = anonymous.post("/api/v1/search", json=body)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.post("/api/v1/search", json=body, headers={"X-API-Key": "nope"}).status_code == 403
+    token = client.headers["Authorization"].removeprefix("Bearer ")
+    assert anonymous.post("/api/v1/search", json=body, headers={"X-API-Key": token}).status_code == 200

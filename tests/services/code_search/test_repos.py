@@ -12,9 +12,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from libs.common import db
+from libs.common.api_keys import create_key, revoke_key
+from libs.common.models.code_index import Repository
 from services.code_search.api import router
 from services.code_search.engine import index_repository, search
 from services.code_search.permalinks import permalink
+from services.code_search.reconcile import Reconciler
 from tests.conftest import apply_env
 
 SECRET = "webhook-secret-for-tests"
@@ -55,27 +59,47 @@ def push(work: Path, name: str, text: str) -> str:
     return git("rev-parse", "HEAD", cwd=work).strip()
 
 
+def converge() -> list[str]:
+    """What a code_search replica does on repo.index_requested (or its periodic pass): the repositories it indexed."""
+    report = Reconciler().run_once()
+    assert not report.failed, report
+    return report.indexed
+
+
+def catalog_row(name: str) -> Repository:
+    with db.session_scope() as session:
+        row = session.get(Repository, name)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
 @pytest.fixture
 def client(database: str, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     apply_env(monkeypatch, GIT_WEBHOOK_SECRET=SECRET)
     app = FastAPI()
     app.include_router(router)
-    return TestClient(app)
+    return TestClient(app, headers={"Authorization": f"Bearer {create_key('repos-test')}"})
 
 
 def test_add_a_git_url_then_reindex_after_a_push(client: TestClient, remote: tuple[Path, Path]) -> None:
     bare, work = remote
     response = client.post("/api/v1/repos", json={"source": str(bare), "branch": "main"})
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     body = response.json()
-    assert (
-        body["repo"] == "relay" and body["files"] == 1 and body["commit"] == git("rev-parse", "HEAD", cwd=work).strip()
-    )
+    assert body == {"status": "accepted", "repo": "relay", "generation": 1, "source": str(bare), "branch": "main"}
+    assert converge() == ["relay"]
+    row = catalog_row("relay")
+    assert (row.file_count, row.commit, row.indexed_generation) == (1, git("rev-parse", "HEAD", cwd=work).strip(), 1)
     assert search("relay_message").hits[0].path == "relay.py"
+    assert converge() == []  # up to date: nothing to do
 
     commit = push(work, "queue.py", "def drain_queue(items):\n    return list(items)\n")
     again = client.post("/api/v1/repos/relay/reindex")
-    assert again.status_code == 200 and again.json()["commit"] == commit and again.json()["indexed"] == 1
+    assert again.status_code == 202 and again.json()["generation"] == 2
+    assert converge() == ["relay"]
+    row = catalog_row("relay")
+    assert (row.file_count, row.commit, row.indexed_generation) == (2, commit, 2)
     assert search("drain_queue").hits[0].path == "queue.py"
 
 
@@ -83,27 +107,37 @@ def test_add_a_local_path_and_errors(client: TestClient, tmp_path: Path) -> None
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "a.py").write_text("def alpha():\n    return 1\n")
-    assert client.post("/api/v1/repos", json={"source": str(tree), "name": "tree"}).status_code == 201
+    assert client.post("/api/v1/repos", json={"source": str(tree), "name": "tree"}).status_code == 202
     assert client.post("/api/v1/repos", json={"source": str(tmp_path / "nope")}).status_code == 400
     assert client.post("/api/v1/repos", json={"source": str(tree), "name": "bad name!"}).status_code == 400
     assert client.post("/api/v1/repos", json={"source": "--upload-pack=touch /tmp/x"}).status_code == 400
     missing = client.post("/api/v1/repos", json={"source": f"file://{tmp_path}/missing.git"})
-    assert missing.status_code == 422 and "git clone failed" in missing.json()["detail"]
+    assert missing.status_code == 422 and "git ls-remote failed" in missing.json()["detail"]
+    other = client.post("/api/v1/repos", json={"source": str(tmp_path), "name": "tree"})
+    assert other.status_code == 409 and "already indexed from" in other.json()["detail"]
     assert client.post("/api/v1/repos/unknown/reindex").status_code == 404
 
 
-def test_the_admin_token_is_required_when_set(
-    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    apply_env(monkeypatch, SEARCH_ADMIN_TOKEN="admin-token", GIT_WEBHOOK_SECRET=SECRET)
+def test_an_api_key_is_required(client: TestClient, tmp_path: Path) -> None:
+    anonymous = TestClient(client.app)
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "a.py").write_text("def alpha():\n    return 1\n")
-    assert client.post("/api/v1/repos", json={"source": str(tree)}).status_code == 401
-    wrong = client.post("/api/v1/repos", json={"source": str(tree)}, headers={"Authorization": "Bearer nope"})
+    assert anonymous.post("/api/v1/repos", json={"source": str(tree)}).status_code == 401
+    assert anonymous.post("/api/v1/repos/tree/reindex").status_code == 401
+    wrong = anonymous.post("/api/v1/repos", json={"source": str(tree)}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 403
-    ok = client.post("/api/v1/repos", json={"source": str(tree)}, headers={"Authorization": "Bearer admin-token"})
-    assert ok.status_code == 201
+    token = create_key("second-admin")
+    ok = anonymous.post("/api/v1/repos", json={"source": str(tree)}, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 202
+    revoke_key("second-admin")
+    revoked = anonymous.post("/api/v1/repos/tree/reindex", headers={"X-API-Key": token})
+    assert revoked.status_code == 403
+    # The git webhook has its own signature and needs no key.
+    ping = anonymous.post(
+        "/webhooks/git", content=b"{}", headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign(b"{}")}
+    )
+    assert ping.status_code == 202 and ping.json()["status"] == "pong"
 
 
 def github_push(bare: Path, branch: str = "main") -> bytes:
@@ -116,7 +150,8 @@ def sign(body: bytes, secret: str = SECRET) -> str:
 
 def test_a_signed_github_push_reindexes(client: TestClient, remote: tuple[Path, Path]) -> None:
     bare, work = remote
-    assert client.post("/api/v1/repos", json={"source": str(bare)}).status_code == 201
+    assert client.post("/api/v1/repos", json={"source": str(bare)}).status_code == 202
+    assert converge() == ["relay"]
     commit = push(work, "queue.py", "def drain_queue(items):\n    return list(items)\n")
     body = github_push(bare)
     response = client.post(
@@ -125,6 +160,8 @@ def test_a_signed_github_push_reindexes(client: TestClient, remote: tuple[Path, 
         headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": sign(body), "Content-Type": "application/json"},
     )
     assert response.status_code == 202 and response.json() == {"status": "accepted", "repos": ["relay"], "reason": None}
+    assert catalog_row("relay").generation == 2
+    assert converge() == ["relay"]
     hit = search("drain_queue").hits[0]
     assert hit.path == "queue.py"
     other = github_push(bare, "feature")
@@ -158,7 +195,8 @@ def test_github_signatures_are_checked(client: TestClient, remote: tuple[Path, P
 
 def test_gitlab_tokens_are_checked_and_pushes_reindex(client: TestClient, remote: tuple[Path, Path]) -> None:
     bare, work = remote
-    assert client.post("/api/v1/repos", json={"source": str(bare)}).status_code == 201
+    assert client.post("/api/v1/repos", json={"source": str(bare)}).status_code == 202
+    assert converge() == ["relay"]
     push(work, "queue.py", "def drain_queue(items):\n    return list(items)\n")
     body = json.dumps({"ref": "refs/heads/main", "project": {"name": "relay", "git_http_url": str(bare)}}).encode()
     assert client.post("/webhooks/git", content=body, headers={"X-Gitlab-Event": "Push Hook"}).status_code == 401
@@ -166,6 +204,7 @@ def test_gitlab_tokens_are_checked_and_pushes_reindex(client: TestClient, remote
     assert wrong.status_code == 403 and "X-Gitlab-Token" in wrong.json()["detail"]
     ok = client.post("/webhooks/git", content=body, headers={"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET})
     assert ok.status_code == 202 and ok.json()["repos"] == ["relay"]
+    assert converge() == ["relay"]
     assert search("drain_queue").hits[0].path == "queue.py"
 
 

@@ -21,7 +21,7 @@ def requested(query: str, sid: str = "SM0001", **fields: object) -> Envelope:
 
 def test_the_worker_contract() -> None:
     assert worker.SERVICE is Service.CODE_SEARCH
-    assert set(worker.HANDLERS) == {EventType.SEARCH_REQUESTED}
+    assert set(worker.HANDLERS) == {EventType.SEARCH_REQUESTED, EventType.REPO_INDEX_REQUESTED}
 
 
 def test_a_search_request_publishes_one_completion_with_a_stable_id(database: str, sample_repo: Path) -> None:
@@ -64,7 +64,10 @@ def test_startup_indexes_the_configured_repositories(
     database: str, sample_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_env(monkeypatch, REPOS=f"relay={sample_repo},{tmp_path / 'missing'}")
-    worker.startup()  # the missing one is logged, not fatal
-    assert set(get_index().repositories()) == {"relay"}
-    worker.startup()  # incremental: nothing changed
-    assert set(get_index().repositories()) == {"relay"}
+    try:
+        worker.startup()  # the missing one is logged, not fatal
+        assert set(get_index().repositories()) == {"relay"}
+        worker.startup()  # incremental: nothing changed
+        assert set(get_index().repositories()) == {"relay"}
+    finally:
+        worker.shutdown()  # the reconcile loop startup() began

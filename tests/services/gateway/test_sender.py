@@ -251,7 +251,7 @@ def test_blank_reply_sends_nothing(fake_twilio: FakeTwilio) -> None:
 
 def test_worker_contract() -> None:
     assert SERVICE.value == "gateway"
-    assert set(HANDLERS) == {EventType.REPLY_READY}
+    assert set(HANDLERS) == {EventType.REPLY_READY, EventType.RETENTION_DUE, EventType.REDACTION_DUE}
 
 
 def test_reply_ready_through_a_real_celery_worker(fake_twilio: FakeTwilio) -> None:
@@ -289,6 +289,46 @@ def test_stored_chunks_stand_against_a_different_plan(fake_twilio: FakeTwilio) -
     assert report.chunk_count == 1 and report.sent == 1
     assert [(r.chunk_index, r.status) for r in _rows(reply.id)] == [(0, "queued")]
     assert [e.type for e in sent] == [EventType.MESSAGE_SENT]
+
+
+def test_a_claim_is_renewed_before_each_retry_and_a_lapsed_one_stops_the_sender(fake_twilio: FakeTwilio) -> None:
+    """The lease covers one attempt, not a whole retry sequence: the sender renews it before each retry,
+    so a worker that dies mid-send holds its chunk back for one attempt's time only. A sender whose claim
+    lapsed meanwhile (another worker may be sending the chunk) stops instead of sending it again."""
+    reply = _reply(_user(), "hello")
+    fake_twilio.fail_next(status=429, code=20429, times=2)
+    twilio = channel_for()
+    renewed: list[object] = []
+
+    class Watching:
+        name = "twilio"
+
+        def send(self, message: OutgoingMessage) -> Accepted:
+            with db.session_scope() as session:
+                renewed.append(session.scalar(select(OUTBOUND.c.updated_at).where(OUTBOUND.c.reply_id == reply.id)))
+            return twilio.send(message)
+
+    with bus.capture_published():
+        deliver_reply(reply, channel=Watching())
+    assert len(fake_twilio.messages) == 1 and len(renewed) == 3
+    assert renewed[0] < renewed[1] < renewed[2]  # type: ignore[operator]
+
+    lapsing = _reply(_user(sid="SM" + "8" * 32), "again", correlation_id="SM" + "8" * 32)
+    fake_twilio.reset()
+    fake_twilio.fail_next(status=503, code=None, times=1)
+
+    class Slow:
+        name = "twilio"
+
+        def send(self, message: OutgoingMessage) -> Accepted:
+            with db.session_scope() as session:  # this attempt outlived the lease
+                session.execute(update(OUTBOUND).where(OUTBOUND.c.reply_id == lapsing.id)
+                                .values(updated_at=db.utcnow() - timedelta(minutes=5)))
+            return twilio.send(message)
+
+    with bus.capture_published(), pytest.raises(ChunkInFlight):
+        deliver_reply(lapsing, channel=Slow())
+    assert fake_twilio.messages == [] and fake_twilio.requests == 1
 
 
 def test_each_chunk_is_claimed_before_it_is_sent(fake_twilio: FakeTwilio) -> None:

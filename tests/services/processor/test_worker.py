@@ -12,7 +12,9 @@ from tests.services.processor.support import ALICE, received
 
 def test_worker_exports_the_service_contract() -> None:
     assert worker.SERVICE is Service.PROCESSOR
-    assert set(worker.HANDLERS) == {EventType.MESSAGE_RECEIVED, EventType.AI_RESPONSE, EventType.MESSAGE_FAILED}
+    assert set(worker.HANDLERS) == {
+        EventType.MESSAGE_RECEIVED, EventType.AI_RESPONSE, EventType.MESSAGE_FAILED, EventType.RETENTION_DUE
+    }
     worker.startup()
 
 

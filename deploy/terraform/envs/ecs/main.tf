@@ -32,8 +32,8 @@ locals {
     [for key in module.platform.external_secret_keys : { name = key, valueFrom = "${module.platform.external_secret_arn}:${key}::" }],
   )
 
-  # One service per process. `data` is a writable volume at REPOTALK_DATA_DIR (code_search's index,
-  # and the search/admin API of the gateway); every task also gets a writable /tmp.
+  # One service per process. `data` is a writable volume at REPOTALK_DATA_DIR (code_search's index);
+  # every task also gets a writable /tmp.
   services = {
     gateway            = { command = ["repotalk", "gateway"], cpu = 512, memory = 1024, port = 8000, data = true }
     worker-gateway     = { command = ["repotalk", "worker", "gateway"], cpu = 256, memory = 512, port = 8001, data = false }
@@ -41,6 +41,29 @@ locals {
     worker-code-search = { command = ["repotalk", "worker", "code_search"], cpu = 1024, memory = 2048, port = 8001, data = true }
     worker-ai-engine   = { command = ["repotalk", "worker", "ai_engine"], cpu = 512, memory = 1024, port = 8001, data = false }
     worker-analytics   = { command = ["repotalk", "worker", "analytics"], cpu = 256, memory = 512, port = 8001, data = false }
+    # The scheduler: one task (a second one during a rollout only repeats an idempotent job).
+    beat = { command = ["repotalk", "beat"], cpu = 256, memory = 512, port = 8001, data = false }
+  }
+
+  # code_search's HTTP API (search, repository admin, git webhook) on 8002 of every code_search task,
+  # reached by the gateway as http://code-search:8002 through ECS Service Connect: the index lives with
+  # code_search, one per task, and the gateway forwards those routes there.
+  code_search_port = 8002
+  service_environment = {
+    gateway            = [{ name = "CODE_SEARCH_URL", value = "http://code-search:${local.code_search_port}" }]
+    worker-code-search = [{ name = "CODE_SEARCH_PORT", value = tostring(local.code_search_port) }]
+  }
+  service_connect = {
+    # The gateway is a client only (no service of its own in the namespace).
+    gateway = { namespace = aws_service_discovery_http_namespace.repotalk.arn, service = null }
+    worker-code-search = {
+      namespace = aws_service_discovery_http_namespace.repotalk.arn
+      service = [{
+        port_name      = "search"
+        discovery_name = "code-search"
+        client_alias   = { port = local.code_search_port, dns_name = "code-search" }
+      }]
+    }
   }
 
 }
@@ -213,6 +236,13 @@ module "ecs_cluster" {
   tags = local.tags
 }
 
+# Service Connect's namespace: how the gateway's tasks reach code_search's (http://code-search:8002).
+resource "aws_service_discovery_http_namespace" "repotalk" {
+  name        = "${var.name}.internal"
+  description = "repotalk services (ECS Service Connect)"
+  tags        = local.tags
+}
+
 module "service" {
   # checkov:skip=CKV_TF_1:Registry modules are pinned by version constraint; the registry does not serve them by commit hash.
   source   = "terraform-aws-modules/ecs/aws//modules/service"
@@ -239,13 +269,16 @@ module "service" {
       readonlyRootFilesystem = true
       user                   = "10001:10001"
 
-      portMappings = [{
-        name          = each.value.port == 8000 ? "http" : "health"
-        containerPort = each.value.port
-        protocol      = "tcp"
-      }]
+      portMappings = concat(
+        [{
+          name          = each.value.port == 8000 ? "http" : "health"
+          containerPort = each.value.port
+          protocol      = "tcp"
+        }],
+        each.key == "worker-code-search" ? [{ name = "search", containerPort = local.code_search_port, protocol = "tcp" }] : [],
+      )
 
-      environment = local.environment
+      environment = concat(local.environment, lookup(local.service_environment, each.key, []))
       secrets     = local.secrets
 
       healthCheck = {
@@ -287,17 +320,38 @@ module "service" {
     }
   } : {}
 
+  service_connect_configuration = lookup(local.service_connect, each.key, null)
+
   subnet_ids = module.platform.private_subnets
-  security_group_ingress_rules = each.key == "gateway" ? {
-    alb = {
-      description                  = "Webhooks from the load balancer"
-      from_port                    = 8000
-      to_port                      = 8000
-      ip_protocol                  = "tcp"
-      referenced_security_group_id = module.alb.security_group_id
+  security_group_ingress_rules = merge(
+    each.key == "gateway" ? {
+      alb = {
+        description                  = "Webhooks from the load balancer"
+        from_port                    = 8000
+        to_port                      = 8000
+        ip_protocol                  = "tcp"
+        referenced_security_group_id = module.alb.security_group_id
+      }
+    } : {},
+    each.key == "worker-code-search" ? {
+      code_search = {
+        description = "code_search's HTTP API, forwarded by the gateway (Service Connect)"
+        from_port   = local.code_search_port
+        to_port     = local.code_search_port
+        ip_protocol = "tcp"
+        cidr_ipv4   = module.platform.vpc_cidr_block
+      }
+    } : {},
+  )
+  security_group_egress_rules = merge(each.key == "gateway" ? {
+    code_search = {
+      description = "code_search's HTTP API (Service Connect)"
+      from_port   = local.code_search_port
+      to_port     = local.code_search_port
+      ip_protocol = "tcp"
+      cidr_ipv4   = module.platform.vpc_cidr_block
     }
-  } : {}
-  security_group_egress_rules = {
+    } : {}, {
     https = {
       description = "Twilio, LLM APIs, git remotes, ECR, Secrets Manager, CloudWatch"
       from_port   = 443
@@ -326,7 +380,7 @@ module "service" {
       ip_protocol = "udp"
       cidr_ipv4   = module.platform.vpc_cidr_block
     }
-  }
+  })
 
   # The task execution role reads exactly these two secrets and decrypts them with the platform key.
   task_exec_secret_arns = [module.platform.app_secret_arn, module.platform.external_secret_arn]

@@ -53,6 +53,7 @@ variable "desired_counts" {
     worker-code-search = 1
     worker-ai-engine   = 1
     worker-analytics   = 1
+    beat               = 1
   }
 }
 
@@ -66,6 +67,7 @@ variable "max_counts" {
     worker-code-search = 4
     worker-ai-engine   = 10
     worker-analytics   = 5
+    beat               = 1
   }
 }
 

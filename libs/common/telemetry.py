@@ -1,0 +1,342 @@
+"""OpenTelemetry tracing for every process: set up once, after any fork, flushed at shutdown.
+
+Off unless an exporter is configured (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_TRACES_EXPORTER`` other than ``none``, or ``REPOTALK_TRACE_FILE``): then nothing is installed and every
+helper here returns at once, so the hot paths pay a function call and no more.
+
+One conversation turn is one trace. Context crosses the bus in Celery headers (our own producer span,
+see ``publish_span``) and crosses the gateway's transactional outbox inside the envelope (``trace``, a
+W3C traceparent), because the webhook's request is over when the relay publishes its event.
+
+Span attributes never hold personal data: hashed user ids, MessageSids, counts and sizes only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from libs.common.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+TRACER_NAME = "repotalk"
+# Kept out of traces: probes and scrapes every few seconds would bury the turns.
+EXCLUDED_URLS = "health,ready,metrics"
+
+_lock = threading.Lock()
+_provider: Any = None
+_instrumented: set[str] = set()
+_tracer: trace.Tracer = trace.NoOpTracer()
+
+
+def exporter_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process should trace: an OTLP endpoint, an explicit exporter or a trace file."""
+    env = os.environ if env is None else env
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none" or env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return bool(
+        exporter
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        or env.get("REPOTALK_TRACE_FILE", "").strip()
+    )
+
+
+def enabled() -> bool:
+    return _provider is not None
+
+
+class JsonLinesSpanExporter:
+    """Writes each finished span as one JSON line (tests, the benchmark, a look without a collector).
+
+    Several processes may share the file: each export is one ``write`` in append mode."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        lines = "".join(json.dumps(span_record(span), separators=(",", ":")) + "\n" for span in spans)
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, lines.encode())
+            finally:
+                os.close(fd)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def span_record(span: Any) -> dict[str, Any]:
+    """A finished span as plain JSON: ids in hex, as Jaeger shows them."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    return {
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name", ""),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
+        "resource": dict(span.resource.attributes),
+    }
+
+
+def _root_sampler(ratio: float) -> Any:
+    """Start a trace only at a request (or a span of our own), ``ratio`` of them. Dropped as roots: database,
+    Redis and HTTP calls outside any request (the outbox sweep, Celery polling the broker), and tasks that
+    arrive without trace context (analytics' batches, which mix many turns): they are most of the spans
+    and none of the turns."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
+
+    ratio_sampler = TraceIdRatioBased(ratio)
+
+    class RootKindSampler(Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                          attributes: Any = None, links: Any = None, trace_state: Any = None) -> Any:
+            if kind in (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER):
+                return SamplingResult(Decision.DROP)
+            return ratio_sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+        def get_description(self) -> str:
+            return f"RootKindSampler({ratio})"
+
+    return RootKindSampler()
+
+
+def setup(service: str, role: str = "worker") -> bool:
+    """Install the tracer provider and instrument libraries, once per process (call it after a fork).
+
+    Returns whether tracing is on. ``role`` tells the gateway's HTTP process from its worker."""
+    global _provider, _tracer
+    with _lock:
+        if _provider is not None:
+            return True
+        if not exporter_configured():
+            return False
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+        from opentelemetry.sdk.trace.sampling import ParentBased
+
+        import repotalk
+
+        settings = get_settings()
+        resource = Resource.create({
+            "service.name": service,
+            "service.namespace": "repotalk",
+            "service.version": getattr(repotalk, "__version__", "0"),
+            "deployment.environment": settings.app.env,
+            "repotalk.process": role,
+        })
+        provider = TracerProvider(resource=resource,
+                                  sampler=ParentBased(root=_root_sampler(settings.telemetry.sample_ratio)))
+        exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        trace_file = settings.telemetry.trace_file
+        if trace_file:
+            provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file)))  # type: ignore[arg-type]
+        if exporter_name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif exporter_name == "otlp" or (not exporter_name and (
+                os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))):
+            # The exporter reads the OTEL_EXPORTER_OTLP_* variables itself (endpoint, headers, timeout).
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        _provider = provider
+        _tracer = provider.get_tracer(TRACER_NAME)
+        _instrument_libraries()
+        atexit.register(shutdown)
+        log.info("tracing on for %s (%s)", service, role)
+        return True
+
+
+def _instrument_libraries() -> None:
+    """Redis, outbound HTTP (twilio goes through urllib3 or requests) and the Celery worker
+    side. openai and anthropic use httpx2, which no instrumentation covers: ai_engine wraps each
+    provider call in a span of its own (services/ai_engine/chain.py)."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+
+    for name, instrumentor in (
+        ("redis", RedisInstrumentor()),
+        ("requests", RequestsInstrumentor()),
+        ("urllib3", URLLib3Instrumentor()),
+    ):
+        if name not in _instrumented:
+            instrumentor.instrument()
+            _instrumented.add(name)
+    instrument_celery()
+
+
+def trace_engine(engine: Any) -> Any:
+    """SQLAlchemy statements of ``engine`` as client spans (every engine comes from ``db.make_engine``:
+    instrumenting ``create_engine`` globally would miss modules that imported it before tracing started)."""
+    if _provider is None:
+        return engine
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import get_meter
+
+    usage = get_meter(TRACER_NAME).create_up_down_counter("db.client.connections.usage", unit="connections")
+    EngineTracer(_tracer, engine, usage)
+    return engine
+
+
+def instrument_celery() -> None:
+    """The worker side of Celery's instrumentation (a ``run/<task>`` span continuing the publisher's
+    context). Its publish side is replaced by ``publish_span``: for a task sent by name that this
+    process does not define (every event we publish), it starts a span it never ends."""
+    if "celery" in _instrumented or _provider is None:
+        return
+    from celery import signals
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    instrumentor = CeleryInstrumentor()
+    instrumentor.instrument()
+    signals.before_task_publish.disconnect(instrumentor._trace_before_publish)
+    signals.after_task_publish.disconnect(instrumentor._trace_after_publish)
+    _instrumented.add("celery")
+
+
+def instrument_app(app: Any) -> None:
+    """Server spans for the FastAPI gateway, the inbound-webhook shortcut included (``app.inbound_asgi``)."""
+    if _provider is None:
+        return
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"])
+    if hasattr(app, "inbound_asgi"):
+        app.inbound_asgi = OpenTelemetryMiddleware(app.serve_inbound, excluded_urls=EXCLUDED_URLS,
+                                                   exclude_spans=["receive", "send"])
+
+
+def shutdown() -> None:
+    """Export what is buffered and stop (worker shutdown, process exit)."""
+    global _provider, _tracer
+    with _lock:
+        provider, _provider = _provider, None
+        _tracer = trace.NoOpTracer()
+    if provider is not None:
+        try:
+            provider.force_flush(5000)
+            provider.shutdown()
+        except Exception:
+            log.warning("could not flush the last spans", exc_info=True)
+
+
+def flush() -> None:
+    if _provider is not None:
+        _provider.force_flush(5000)
+
+
+def tracer() -> trace.Tracer:
+    return _tracer
+
+
+@contextmanager
+def span(name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None
+         ) -> Iterator[Span | None]:
+    """A span around a block, or nothing at all when tracing is off."""
+    if _provider is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
+        yield current
+
+
+def set_attributes(current: Span | None, **attributes: Any) -> None:
+    if current is not None and current.is_recording():
+        current.set_attributes({f"repotalk.{k}" if "." not in k else k: v for k, v in attributes.items()
+                                if v is not None})
+
+
+def annotate(**attributes: Any) -> None:
+    """Attributes on the current span (the request's or the task's), when tracing is on."""
+    if _provider is not None:
+        set_attributes(trace.get_current_span(), **attributes)
+
+
+def mark_error(current: Span | None, reason: str) -> None:
+    if current is not None and current.is_recording():
+        current.set_status(Status(StatusCode.ERROR, reason))
+
+
+@contextmanager
+def publish_span(task: str, queue: str, event_type: str, event_id: str, correlation_id: str
+                 ) -> Iterator[dict[str, str] | None]:
+    """A producer span around one task sent to a queue; yields the headers that carry its context
+    (None when tracing is off)."""
+    if _provider is None:
+        yield None
+        return
+    attributes = {
+        "messaging.system": "celery",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": queue,
+        "celery.task_name": task,
+        "repotalk.event.type": event_type,
+        "repotalk.event.id": event_id,
+        "repotalk.correlation_id": correlation_id,
+    }
+    with _tracer.start_as_current_span(f"apply_async/{task}", kind=SpanKind.PRODUCER, attributes=attributes):
+        headers: dict[str, str] = {}
+        inject(headers)
+        yield headers
+
+
+def traceparent() -> str | None:
+    """The current span's context as a W3C traceparent (kept with an outbox row), or None."""
+    if _provider is None:
+        return None
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def remote_parent(traceparent_value: str | None) -> Iterator[None]:
+    """Make a stored traceparent the current context for the block (the outbox relay's publish)."""
+    if _provider is None or not traceparent_value:
+        yield
+        return
+    token = otel_context.attach(extract({"traceparent": traceparent_value}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace_id, span_id) in hex of the recording span, for log lines and exemplars."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
+        return None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
