@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.common import percentile
 from libs.common.events import Service
 from libs.common.lifecycle import reset_process_state
 from repotalk.client import signed_webhook, webhook_params
@@ -312,7 +313,7 @@ class FaultBench:
         for s in sent:
             bodies = [body for _, body in replies.get(s.sender, [])]
             duplicated += max(0, len(bodies) - _expected_chunks(bodies))
-        e2e = sorted((replies[s.sender][0][0] - s.first_at) * 1000 for s in answered)
+        e2e = [(replies[s.sender][0][0] - s.first_at) * 1000 for s in answered]
         during = [s for s in answered if t_fault <= s.first_at <= max(t_restored, t_fault + 1.0)]
         recovery = max((replies[s.sender][0][0] - t_fault for s in during), default=math.nan)
         outcomes: dict[str, int] = defaultdict(int)
@@ -321,6 +322,6 @@ class FaultBench:
         return FaultResult(
             fault=fault, sent=len(sent), accepted=len(accepted), retried=sum(1 for s in sent if s.attempts > 1),
             answered=len(answered), lost=len(accepted) - len(answered), duplicated=duplicated, recovery_s=recovery,
-            e2e_p95_ms=e2e[min(len(e2e) - 1, int(len(e2e) * 0.95))] if e2e else math.nan, outcomes=dict(outcomes),
+            e2e_p95_ms=percentile(e2e, 95), outcomes=dict(outcomes),
         )
 
