@@ -9,13 +9,15 @@ reply accepted by "Twilio"), lost and duplicated replies and each process's RSS,
 
 --tracing otlp runs every process with OpenTelemetry on, exporting OTLP/HTTP to a local sink (a stand-in
 for the collector that accepts and counts the batches); --tracing file writes JSON-lines spans instead. Run
-once with and once without to read the throughput and CPU cost of tracing.
+once with and once without to read the throughput and CPU cost of tracing. --sample-ratio 0.1 traces one
+turn in ten (TRACE_SAMPLE_RATIO; every span of a sampled turn is kept, the others cost almost nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -173,6 +175,8 @@ def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
     parser.add_argument("--worker-concurrency", type=int, default=4, help="WORKER_CONCURRENCY")
     parser.add_argument("--rss-every", type=float, default=0.0,
                         help="sample every process's RSS this often (s) and print the trend; 0: start and end only")
+    parser.add_argument("--sample-ratio", type=float, default=1.0,
+                        help="TRACE_SAMPLE_RATIO with tracing on: the share of turns traced")
     parser.add_argument("--tracing", choices=["off", "otlp", "file"], default="off",
                         help="OpenTelemetry in every process: off, OTLP/HTTP to a local sink, or a JSON-lines file")
     return parser
@@ -205,6 +209,8 @@ def run(args: argparse.Namespace) -> None:
         }
         sink = OtlpSink() if args.tracing == "otlp" else None
         span_file = Path(tmp) / "spans.jsonl"
+        if args.tracing != "off":
+            env["TRACE_SAMPLE_RATIO"] = str(args.sample_ratio)
         if sink is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
         elif args.tracing == "file":
@@ -247,7 +253,13 @@ def run(args: argparse.Namespace) -> None:
             stack.stop()
             if sink is not None:
                 sink.close()
-        spans_written = sum(1 for _ in span_file.open()) if span_file.exists() else 0
+        span_names: Counter[str] = Counter()
+        if span_file.exists():
+            with span_file.open() as lines:
+                for line in lines:
+                    record = json.loads(line)
+                    span_names[f"{record['service']}: {record['name']}"] += 1
+        spans_written = sum(span_names.values())
 
     messages = twilio.messages
     first_reply: dict[str, float] = {}
@@ -290,10 +302,15 @@ def run(args: argparse.Namespace) -> None:
             trail = " ".join(f"{mb:.0f}" for _, mb in samples)
             print(f"  {name:<12} {sampler.slope_mb_per_min(name):+6.2f} MB/min   {trail}")
     if sink is not None:
-        print(f"\ntracing: OTLP/HTTP to a local sink: {sink.requests} export requests, {sink.bytes / 1e6:.1f} MB "
+        print(f"\ntracing: {args.sample_ratio:.0%} of turns sampled; OTLP/HTTP to a local sink: {sink.requests} "
+              f"export requests, {sink.bytes / 1e6:.1f} MB "
               f"({sink.bytes / max(1, len(answered)) / 1000:.1f} kB per answered message)")
     elif args.tracing == "file":
-        print(f"\ntracing: {spans_written} spans written ({spans_written / max(1, len(answered)):.1f} per message)")
+        per_message = max(1, len(answered))
+        print(f"\ntracing: {spans_written} spans written ({spans_written / per_message:.1f} per message); "
+              "per message, by service and name:")
+        for name, count in span_names.most_common(25):
+            print(f"  {count / per_message:6.2f}  {name}")
     else:
         print("\ntracing: off (run again with --tracing otlp to measure its cost)")
 

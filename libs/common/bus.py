@@ -276,13 +276,16 @@ def register_service(
         handler = handlers.get(envelope.type)
         if handler is None:
             return
-        try:
-            handler(envelope)
-        except Exception as exc:
-            metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=False)
-            _retry_or_report(self, service, [envelope], exc)
-        else:
-            metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=True)
+        with telemetry.consume_span(self.name, service.value, self.request, envelope.type.value, envelope.id,
+                                    envelope.correlation_id) as current:
+            try:
+                handler(envelope)
+            except Exception as exc:
+                telemetry.mark_error(current, type(exc).__name__)
+                metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=False)
+                _retry_or_report(self, service, [envelope], exc)
+            else:
+                metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=True)
 
     if service in BATCHED_SUBSCRIBERS:
 

@@ -178,9 +178,9 @@ def setup(service: str, role: str = "worker") -> bool:
 
 
 def _instrument_libraries() -> None:
-    """Redis, outbound HTTP (twilio goes through urllib3 or requests) and the Celery worker
-    side. openai and anthropic use httpx2, which no instrumentation covers: ai_engine wraps each
-    provider call in a span of its own (services/ai_engine/chain.py)."""
+    """Redis and outbound HTTP (twilio goes through urllib3 or requests). openai and anthropic use httpx2, which
+    no instrumentation covers: ai_engine wraps each provider call in a span of its own (services/ai_engine/chain.py).
+    Celery is traced by the bus itself: ``publish_span`` and ``consume_span``."""
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
@@ -193,7 +193,26 @@ def _instrument_libraries() -> None:
         if name not in _instrumented:
             instrumentor.instrument()
             _instrumented.add(name)
-    instrument_celery()
+            if name == "redis":
+                _redis_only_in_a_trace()
+
+
+def _only_in_a_trace(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    if trace.get_current_span().is_recording():
+        return wrapped(*args, **kwargs)
+    return wrapped.__wrapped__(*args, **kwargs)  # the uninstrumented command
+
+
+def _redis_only_in_a_trace() -> None:
+    """Redis commands go through the instrumentation only inside a recording span (a turn's publish).
+
+    Outside one, the instrumentation would still format every command, name a span and ask the sampler, only to
+    drop it. kombu polls, acknowledges and re-queues through Redis several times per task, and that work alone
+    cost about 6 ms of CPU per turn in bench/webhook, the largest part of tracing's cost."""
+    from wrapt import wrap_function_wrapper
+
+    for name in ("Redis.execute_command", "Pipeline.execute", "Pipeline.immediate_execute_command"):
+        wrap_function_wrapper("redis.client", name, _only_in_a_trace)
 
 
 def trace_engine(engine: Any) -> Any:
@@ -204,25 +223,18 @@ def trace_engine(engine: Any) -> Any:
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.metrics import get_meter
 
+    class TurnEngineTracer(EngineTracer):
+        # Outside a recording span (the outbox sweep, analytics' batches, the ingress committer) a statement's
+        # span would be dropped by the sampler after its attributes were read off the connection: skip it.
+        def _before_cur_exec(self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any,
+                             executemany: bool) -> Any:
+            if not trace.get_current_span().is_recording():
+                return statement, params
+            return super()._before_cur_exec(conn, cursor, statement, params, context, executemany)
+
     usage = get_meter(TRACER_NAME).create_up_down_counter("db.client.connections.usage", unit="connections")
-    EngineTracer(_tracer, engine, usage)
+    TurnEngineTracer(_tracer, engine, usage)
     return engine
-
-
-def instrument_celery() -> None:
-    """The worker side of Celery's instrumentation (a ``run/<task>`` span continuing the publisher's
-    context). Its publish side is replaced by ``publish_span``: for a task sent by name that this
-    process does not define (every event we publish), it starts a span it never ends."""
-    if "celery" in _instrumented or _provider is None:
-        return
-    from celery import signals
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
-
-    instrumentor = CeleryInstrumentor()
-    instrumentor.instrument()
-    signals.before_task_publish.disconnect(instrumentor._trace_before_publish)
-    signals.after_task_publish.disconnect(instrumentor._trace_after_publish)
-    _instrumented.add("celery")
 
 
 def instrument_app(app: Any) -> None:
@@ -310,6 +322,39 @@ def publish_span(task: str, queue: str, event_type: str, event_id: str, correlat
         headers: dict[str, str] = {}
         inject(headers)
         yield headers
+
+
+@contextmanager
+def consume_span(task: str, queue: str, request: Any, event_type: str, event_id: str, correlation_id: str
+                 ) -> Iterator[Span | None]:
+    """The consumer span of one task a worker runs, continuing the context its producer put in the message
+    headers (Celery copies them onto ``task.request``). A task that arrives without one (an analytics batch,
+    which mixes many turns) gets no span: a trace starts at a request, never at a stray task."""
+    if _provider is None:
+        yield None
+        return
+    carrier = {key: value for key in ("traceparent", "tracestate")
+               if isinstance(value := getattr(request, key, None), str)}
+    if "traceparent" not in carrier:
+        yield None
+        return
+    attributes: dict[str, str | int] = {
+        "messaging.system": "celery",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": queue,
+        "celery.task_name": task,
+        "celery.action": "run",
+        "messaging.message.id": str(getattr(request, "id", "") or ""),
+        "repotalk.event.type": event_type,
+        "repotalk.event.id": event_id,
+        "repotalk.correlation_id": correlation_id,
+        "repotalk.delivery": int(getattr(request, "retries", 0) or 0) + 1,
+    }
+    # Exceptions are reported by the bus (mark_error with the type only): their messages may quote data.
+    with _tracer.start_as_current_span(f"run/{task}", context=extract(carrier), kind=SpanKind.CONSUMER,
+                                       attributes=attributes, record_exception=False,
+                                       set_status_on_exception=False) as current:
+        yield current
 
 
 def traceparent() -> str | None:

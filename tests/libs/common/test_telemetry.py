@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from libs.common import telemetry
+from tests.conftest import REDIS_URL
 
 
 @pytest.mark.parametrize(
@@ -72,3 +74,70 @@ def test_the_root_sampler_keeps_requests_and_drops_stray_calls_and_batches() -> 
     assert decide(SpanKind.CLIENT) is Decision.DROP  # Celery polling Redis, the outbox sweep's SELECT
     assert decide(SpanKind.PRODUCER) is Decision.DROP
     assert telemetry._root_sampler(0.0).should_sample(None, 1234, "x", SpanKind.SERVER).decision is Decision.DROP
+
+
+CHILD = r'''
+import json, sys
+from types import SimpleNamespace
+import redis
+from sqlalchemy import create_engine, text
+from libs.common import telemetry
+
+assert telemetry.setup("processor")
+client = redis.Redis.from_url(sys.argv[2])
+engine = telemetry.trace_engine(create_engine("sqlite://"))
+asked = []
+sampler = telemetry._provider.sampler
+decide = sampler.should_sample
+sampler.should_sample = lambda *args, **kwargs: (asked.append(args[2]), decide(*args, **kwargs))[1]
+client.ping()  # outside a turn: no span, and no trip through the instrumentation (the sampler is not asked)
+with engine.connect() as conn:
+    conn.execute(text("SELECT 1"))
+assert asked == [], asked
+with telemetry.span("turn"):
+    client.ping()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 2"))
+parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+with telemetry.consume_span("repotalk.processor.handle", "processor", SimpleNamespace(id="t1", retries=1),
+                            "search.completed", "e1", "SM1") as none:
+    assert none is None  # a task without trace context starts no trace
+with telemetry.consume_span("repotalk.processor.handle", "processor",
+                            SimpleNamespace(id="t2", retries=1, traceparent=parent),
+                            "search.completed", "e2", "SM1") as current:
+    assert current is not None and current.is_recording()
+    client.ping()
+telemetry.shutdown()
+'''
+
+
+def test_redis_sql_and_tasks_are_traced_inside_a_turn_only(tmp_path: Path) -> None:
+    """A child process (tracing installs process-wide hooks): Redis commands and SQL statements become spans
+    inside a recording span and skip the instrumentation outside one; a task continues its producer's trace."""
+    import os
+    import subprocess
+    import sys
+
+    spans_path = tmp_path / "spans.jsonl"
+    env = {**os.environ, "REPOTALK_TRACE_FILE": str(spans_path)}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    root = Path(__file__).resolve().parents[3]
+    # PING only: no key of anyone else's is touched.
+    result = subprocess.run([sys.executable, "-c", CHILD, str(spans_path), REDIS_URL], env=env, cwd=root,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    spans = [json.loads(line) for line in spans_path.read_text().splitlines()]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for record in spans:
+        by_name.setdefault(record["name"], []).append(record)
+    turn = by_name["turn"][0]
+    pings = by_name["PING"]
+    assert len(pings) == 2, [s["name"] for s in spans]
+    assert pings[0]["parent_span_id"] == turn["span_id"] and pings[0]["kind"] == "CLIENT"
+    sql = [s for s in spans if s["name"].startswith("SELECT")]
+    assert len(sql) == 1 and sql[0]["parent_span_id"] == turn["span_id"]
+    (consumer,) = by_name["run/repotalk.processor.handle"]
+    assert consumer["kind"] == "CONSUMER" and consumer["trace_id"] == "a" * 32
+    assert consumer["parent_span_id"] == "b" * 16
+    assert consumer["attributes"]["repotalk.event.id"] == "e2" and consumer["attributes"]["repotalk.delivery"] == 2
+    assert pings[1]["parent_span_id"] == consumer["span_id"]
