@@ -9,6 +9,7 @@ Other text: windows of lines that end at blank lines where possible.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.code_search.symbols import Symbol
@@ -35,22 +36,55 @@ class Chunk:
     is_def: bool = False  # the head chunk of a symbol: what symbol-name ranking looks at
 
 
-def _join(lines: list[str], numbers: list[int]) -> str:
-    if numbers and numbers[-1] - numbers[0] == len(numbers) - 1:  # contiguous: one slice
-        text = "\n".join(lines[numbers[0] - 1 : numbers[-1]])
-        if len(text) <= MAX_CHUNK_CHARS and max(map(len, lines[numbers[0] - 1 : numbers[-1]])) <= MAX_LINE_CHARS:
+class _Lines:
+    """A file's lines, split once (``numbers`` are 1-based line numbers), and which of them some chunk
+    holds whole (what the pipeline's completeness check needs, without splitting every chunk again)."""
+
+    __slots__ = ("lines", "long", "whole")
+
+    def __init__(self, lines: list[str], whole: bytearray) -> None:
+        self.lines = lines
+        self.whole = whole  # whole[number - 1]: 1 when a chunk has the line as it is (not cut)
+        # Most files have no line to cut: one scan here spares a per-chunk check.
+        self.long = bool(lines) and max(map(len, lines)) > MAX_LINE_CHARS
+
+    def run(self, first: int, last: int) -> str:
+        """Lines first..last (inclusive) as one text; cut line by line (``_cut``) when too long."""
+        part = self.lines[first - 1 : last]
+        text = "\n".join(part)
+        if len(text) <= MAX_CHUNK_CHARS and not (self.long and max(map(len, part)) > MAX_LINE_CHARS):
+            self.whole[first - 1 : last] = b"\x01" * len(part)
             return text
-    out = []
-    size = 0
-    for number in numbers:
-        line = lines[number - 1]
-        if len(line) > MAX_LINE_CHARS:
-            line = line[:MAX_LINE_CHARS]
-        size += len(line) + 1
-        if size > MAX_CHUNK_CHARS:
-            break
-        out.append(line)
-    return "\n".join(out)
+        return self._cut(range(first, last + 1))
+
+    def join(self, numbers: list[int]) -> str:
+        if numbers and numbers[-1] - numbers[0] == len(numbers) - 1:  # contiguous: one slice
+            return self.run(numbers[0], numbers[-1])
+        if not self.long:
+            lines, whole = self.lines, self.whole
+            text = "\n".join([lines[number - 1] for number in numbers])
+            if len(text) <= MAX_CHUNK_CHARS:
+                for number in numbers:
+                    whole[number - 1] = 1
+                return text
+        return self._cut(numbers)
+
+    def _cut(self, numbers: Iterable[int]) -> str:
+        lines, whole = self.lines, self.whole
+        out = []
+        size = 0
+        for number in numbers:
+            line = lines[number - 1]
+            cut = len(line) > MAX_LINE_CHARS
+            if cut:
+                line = line[:MAX_LINE_CHARS]
+            size += len(line) + 1
+            if size > MAX_CHUNK_CHARS:
+                break
+            out.append(line)
+            if not cut:
+                whole[number - 1] = 1
+        return "\n".join(out)
 
 
 def _windows(lines: list[str], first: int, last: int, max_lines: int = MAX_WINDOW_LINES) -> list[tuple[int, int]]:
@@ -70,22 +104,47 @@ def _windows(lines: list[str], first: int, last: int, max_lines: int = MAX_WINDO
 
 
 def _meaningful(lines: list[str], first: int, last: int) -> bool:
-    return sum(len(lines[i - 1].strip()) for i in range(first, last + 1)) >= 3
+    """At least three non-blank characters in lines first..last (stops as soon as there are)."""
+    needed = 3
+    for index in range(first - 1, last):
+        needed -= len(lines[index].strip())
+        if needed <= 0:
+            return True
+    return False
 
 
-def _symbol_chunks(lines: list[str], symbols: list[Symbol]) -> list[Chunk]:
+def _symbol_chunks(text: _Lines, symbols: list[Symbol]) -> list[Chunk]:
     children: dict[int, list[Symbol]] = {}
     for symbol in symbols:
         if symbol.parent >= 0:
             children.setdefault(symbol.parent, []).append(symbol)
     chunks: list[Chunk] = []
-    last_line = len(lines)
+    last_line = len(text.lines)
     for index, symbol in enumerate(symbols):
         first, end = max(1, symbol.start_line), min(symbol.end_line, last_line)
+        members = children.get(index)
+        if not members:
+            # No member to elide: the pieces are plain runs of lines, joined without a list of numbers.
+            for piece_first in range(first, end + 1, MAX_SYMBOL_LINES):
+                piece_last = min(end, piece_first + MAX_SYMBOL_LINES - 1)
+                head = piece_first == first
+                chunks.append(
+                    Chunk(
+                        kind=symbol.kind,
+                        start=piece_first,
+                        end=symbol.end_line if head and end - first < MAX_SYMBOL_LINES else piece_last,
+                        line=symbol.line if head else piece_first,
+                        text=text.run(piece_first, piece_last),
+                        symbol=symbol.qualified,
+                        name=symbol.name,
+                        is_def=head,
+                    )
+                )
+            continue
         numbers: list[int] = []
         cursor = first
         # A member stays as its definition line; its body is the member's own chunk.
-        for child in children.get(index, ()):
+        for child in members:
             child_first = max(child.start_line, cursor)
             numbers.extend(range(cursor, min(child_first, end + 1)))
             if child.line >= cursor and child.line <= end:
@@ -103,7 +162,7 @@ def _symbol_chunks(lines: list[str], symbols: list[Symbol]) -> list[Chunk]:
                     start=piece[0],
                     end=symbol.end_line if head and len(numbers) <= MAX_SYMBOL_LINES else piece[-1],
                     line=symbol.line if head else piece[0],
-                    text=_join(lines, piece),
+                    text=text.join(piece),
                     symbol=symbol.qualified,
                     name=symbol.name,
                     is_def=head,
@@ -112,7 +171,8 @@ def _symbol_chunks(lines: list[str], symbols: list[Symbol]) -> list[Chunk]:
     return chunks
 
 
-def _gap_chunks(lines: list[str], symbols: list[Symbol], kind: str) -> list[Chunk]:
+def _gap_chunks(text: _Lines, symbols: list[Symbol], kind: str) -> list[Chunk]:
+    lines = text.lines
     covered = sorted((s.start_line, s.end_line) for s in symbols if s.parent < 0)
     chunks = []
     cursor = 1
@@ -126,12 +186,12 @@ def _gap_chunks(lines: list[str], symbols: list[Symbol], kind: str) -> list[Chun
     for first, last in gaps:
         for start, end in _windows(lines, first, last):
             if _meaningful(lines, start, end):
-                numbers = list(range(start, end + 1))
-                chunks.append(Chunk(kind=kind, start=start, end=end, line=start, text=_join(lines, numbers)))
+                chunks.append(Chunk(kind=kind, start=start, end=end, line=start, text=text.run(start, end)))
     return chunks
 
 
-def _markdown_chunks(lines: list[str]) -> list[Chunk]:
+def _markdown_chunks(text: _Lines) -> list[Chunk]:
+    lines = text.lines
     sections: list[tuple[int, str]] = [(1, "")]
     fenced = False
     for number, line in enumerate(lines, start=1):
@@ -148,24 +208,29 @@ def _markdown_chunks(lines: list[str]) -> list[Chunk]:
             continue
         for start, end in _windows(lines, first, last):
             if _meaningful(lines, start, end):
-                numbers = list(range(start, end + 1))
                 chunks.append(
-                    Chunk(kind="section", start=start, end=end, line=start, text=_join(lines, numbers), symbol=title)
+                    Chunk(kind="section", start=start, end=end, line=start, text=text.run(start, end), symbol=title)
                 )
     return chunks
 
 
 def chunk_file(text: str, language: str | None, symbols: list[Symbol]) -> list[Chunk]:
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
-        return []
+    return chunk_lines(text.split("\n"), language, symbols)[0]
+
+
+def chunk_lines(lines: list[str], language: str | None, symbols: list[Symbol]) -> tuple[list[Chunk], bytearray]:
+    """``chunk_file`` over a text already split at "\\n", and which of those lines (by index) some
+    chunk holds whole: the caller that split the text once need not split the chunks again."""
+    whole = bytearray(len(lines))
+    body = lines[:-1] if lines and lines[-1] == "" else lines
+    if not body:
+        return [], whole
+    text = _Lines(body, whole)
     if language == "markdown":
-        return _markdown_chunks(lines)
+        return _markdown_chunks(text), whole
     if symbols:
-        return _symbol_chunks(lines, symbols) + _gap_chunks(lines, symbols, "code")
-    return _gap_chunks(lines, [], "text" if language is None or language not in _CODE else "code")
+        return _symbol_chunks(text, symbols) + _gap_chunks(text, symbols, "code"), whole
+    return _gap_chunks(text, [], "text" if language is None or language not in _CODE else "code"), whole
 
 
 # Languages whose files are code even without a grammar here (their windows are "code", not "text").

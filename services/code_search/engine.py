@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import textwrap
 import threading
 import time
 from collections import defaultdict
@@ -300,23 +299,24 @@ def _keyword_query(
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     address: tantivy.DocAddress
-    # Stored fields but the text (``CodeIndex.ranking_fields``); the text is read for the few chosen.
+    # Stored fields but the text (``CodeIndex.ranking_fields``): the index's cached dict itself, read
+    # only (a copy per candidate per search was a tenth of the ranking's cost).
     fields: dict[str, Any]
     score: float = 0.0
     rankers: set[str] = field(default_factory=set)
+    words: str | None = None  # the text, read for the few chosen
 
     def get(self, name: str, default: Any = "") -> Any:
         value = self.fields.get(name)
         return default if value is None else value
 
     def text(self, searcher: tantivy.Searcher) -> str:
-        value = self.fields.get("words")
-        if value is None:
-            value = self.fields["words"] = searcher.doc(self.address).get_first("words") or ""
-        return str(value)
+        if self.words is None:
+            self.words = str(searcher.doc(self.address).get_first("words") or "")
+        return self.words
 
 
 def _question(index: CodeIndex, search: syntax.SearchQuery, scope: list[str] | None, limit: int) -> SearchResult:
@@ -349,7 +349,7 @@ def _question(index: CodeIndex, search: syntax.SearchQuery, scope: list[str] | N
             key = (address.segment_ord, address.doc)
             candidate = candidates.get(key)
             if candidate is None:
-                candidate = candidates[key] = _Candidate(address, dict(index.ranking_fields(searcher, address)))
+                candidate = candidates[key] = _Candidate(address, index.ranking_fields(searcher, address))
             # Keyword: how close to the best BM25 match (a long tail of weak matches counts less).
             weight = score / top if top > 0 else 1.0
             if ranker == "symbol":
@@ -412,6 +412,7 @@ _TEST_FILE = re.compile(
 )
 
 
+@lru_cache(maxsize=65536)  # a pure function of the path; the same files come back in every search
 def _is_test_path(path: str) -> bool:
     """Tests, fixtures and test data: asked about less often than the code they exercise."""
     *folders, name = path.split("/")
@@ -453,14 +454,59 @@ def _shorten(line: str) -> str:
 
 
 def _snippet(lines: Sequence[str]) -> str:
-    return textwrap.dedent("\n".join(_shorten(line.replace("\t", "    ")) for line in lines)).strip("\n")
+    shortened = [_shorten(line.replace("\t", "    ")) for line in lines]
+    # textwrap.dedent's result without its regexes (a third of a hit's cost): here no line has a tab
+    # or trailing whitespace, so blank lines are empty and the common margin is the fewest leading spaces.
+    margin = min((len(line) - len(line.lstrip(" ")) for line in shortened if line), default=0)
+    return "\n".join(line[margin:] for line in shortened).strip("\n")
+
+
+def _nothing(_text: str, _position: int = 0) -> None:
+    return None
 
 
 @lru_cache(maxsize=1024)
-def _any_prefix(prefixes: frozenset[str]) -> Callable[[str], re.Match[str] | None]:
+def _any_prefix(prefixes: frozenset[str]) -> Callable[[str, int], re.Match[str] | None]:
+    """search(text, position) for the first of the prefixes (never a match when there are none)."""
     if not prefixes:
-        return lambda _line: None
+        return _nothing
     return re.compile("|".join(re.escape(prefix) for prefix in sorted(prefixes, key=len))).search
+
+
+def _best_line(text: str, lines: list[str], query_tokens: set[str], analyzer: tantivy.TextAnalyzer) -> int:
+    """The chunk line (index) sharing the most tokens with the question: the first such line, or the
+    first non-blank one when no line shares any."""
+    # Lowercasing never adds or removes a line break: the lowered lines align with the lines.
+    lowered = text.lower()
+    lowered_lines = lowered.split("\n")
+    best = next((number for number, entry in enumerate(lowered_lines) if entry.strip()), None)
+    if best is None:
+        return 0
+    # A stem's first letters appear in any word it came from (recycl, happi <- happy): lines
+    # without one cannot score, and are not analysed (most lines of a long chunk).
+    has_prefix = _any_prefix(frozenset(token[: max(1, min(4, len(token) - 1))] for token in query_tokens))
+    wanted = len(query_tokens)
+    best_score = 0
+    if has_prefix(lowered_lines[best], 0) is not None:
+        best_score = len(query_tokens.intersection(analyzer.analyze(lines[best])))
+    if best_score == wanted:
+        return best  # no line can score higher
+    # The lines after it that hold a prefix, found by one scan of the whole text rather than a
+    # search per line; the others score 0, which never beats the first line.
+    number = best + 1
+    position = sum(map(len, lowered_lines[:number])) + number  # where line ``number`` starts
+    while (match := has_prefix(lowered, position)) is not None:
+        number += lowered.count("\n", position, match.start())
+        score = len(query_tokens.intersection(analyzer.analyze(lines[number])))
+        if score > best_score:
+            best, best_score = number, score
+            if score == wanted:
+                break
+        position = lowered.find("\n", match.end()) + 1
+        if position == 0:
+            break
+        number += 1
+    return best
 
 
 def _question_hit(
@@ -478,22 +524,7 @@ def _question_hit(
         head = list(islice((entry for entry in lines[offset:] if entry.strip()), SNIPPET_LINES))
         snippet = _snippet(head)
     else:
-        best, best_score = 0, -1
-        # A stem's first letters appear in any word it came from (recycl, happi <- happy): lines
-        # without one cannot score, and are not analysed (most lines of a long chunk).
-        has_prefix = _any_prefix(frozenset(token[: max(1, min(4, len(token) - 1))] for token in query_tokens))
-        # Lowercasing never adds or removes a line break: the lowered lines align with the lines.
-        for number, lowered in enumerate(text.lower().split("\n")):
-            if not lowered.strip():
-                continue
-            if has_prefix(lowered) is None:
-                score = 0
-            else:
-                score = len(query_tokens.intersection(index.words.analyze(lines[number])))
-            if score > best_score:
-                best, best_score = number, score
-                if score == len(query_tokens):
-                    break  # no line can score higher
+        best = _best_line(text, lines, query_tokens, index.words)
         first = max(0, best - 1)
         snippet = _snippet(lines[first : first + SNIPPET_LINES - 1])
         line = start + best

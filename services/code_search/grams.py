@@ -25,11 +25,17 @@ def bitmap(data: bytes) -> bytes:
     """The file's trigram bitmap (``ROW_BYTES`` bytes, bit order as ``numpy.packbits``)."""
     bits = np.zeros(BUCKETS, dtype=np.bool_)
     if len(data) >= 3:
-        raw = np.frombuffer(data.lower(), dtype=np.uint8).astype(np.uint32)
-        codes = (raw[:-2] << 16) | (raw[1:-1] << 8) | raw[2:]
+        raw = np.frombuffer(data.lower(), dtype=np.uint8)
+        # Built in place in one array: each temporary of a whole file's length costs a pass over memory.
+        codes = raw[:-2].astype(np.uint32)
+        codes <<= np.uint32(8)
+        codes |= raw[1:-1]
+        codes <<= np.uint32(8)
+        codes |= raw[2:]
         codes *= np.uint32(_MULTIPLIER)
         codes >>= np.uint32(32 - BITS)
-        bits[codes] = True
+        # Indexing converts the positions to intp anyway; converting once up front is cheaper.
+        bits[codes.astype(np.intp)] = True
     return np.packbits(bits).tobytes()
 
 

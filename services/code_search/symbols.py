@@ -380,13 +380,12 @@ def _clean_comment(text: str) -> str:
 
 def _python_docstring(node: Node) -> str:
     body = node.child_by_field_name("body")
-    if body is None or not body.named_children:
+    # named_child(0), not named_children[0]: a class body would build a node object per member.
+    first = body.named_child(0) if body is not None else None
+    if first is None or first.type != "expression_statement":
         return ""
-    first = body.named_children[0]
-    if first.type != "expression_statement" or not first.named_children:
-        return ""
-    string = first.named_children[0]
-    if string.type != "string":
+    string = first.named_child(0)
+    if string is None or string.type != "string":
         return ""
     text = _STRING_QUOTES.sub("", _text(string).strip())
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
@@ -423,8 +422,11 @@ def _end_row(node: Node) -> int:
 # -- extraction -----------------------------------------------------------------------------------
 
 
-def extract(source: bytes, language: str) -> list[Symbol]:
-    """Every definition in the file, in source order, with its enclosing symbol (``parent``)."""
+def extract(source: bytes, language: str, *, details: bool = True) -> list[Symbol]:
+    """Every definition in the file, in source order, with its enclosing symbol (``parent``).
+
+    ``details=False`` leaves ``signature`` and ``doc`` empty: the index reads neither, and building
+    them is about a third of the Python work here (tree-sitter's parse aside)."""
     if language not in GRAMMARS:
         return []
     spec = SPECS[language]
@@ -438,7 +440,7 @@ def extract(source: bytes, language: str) -> list[Symbol]:
         row, column = comment.start_point.row, comment.start_point.column
         if row < len(lines) and lines[row][:column].strip():
             continue  # a trailing comment after code
-        above.setdefault(_end_row(comment), (row, _text(comment)))
+        above.setdefault(_end_row(comment), (row, _text(comment) if details else ""))
     for attribute in captures.get("attribute", ()):
         above.setdefault(_end_row(attribute), (attribute.start_point.row, ""))
 
@@ -478,7 +480,7 @@ def extract(source: bytes, language: str) -> list[Symbol]:
             if text:
                 doc_parts.append(text)
         doc = _clean_comment("\n".join(reversed(doc_parts))) if doc_parts else ""
-        if spec.python_docstring:
+        if spec.python_docstring and details:
             doc = _python_docstring(node) or doc
         # `const f = () =>` and Go's `type T struct` read better with their declaration keyword.
         keyword_outside = node.type in ("variable_declarator", "type_spec") and outer is not node
@@ -493,7 +495,7 @@ def extract(source: bytes, language: str) -> list[Symbol]:
                 line=node.start_point.row + 1,
                 end_line=_end_row(node) + 1,
                 start_line=start_row + 1,
-                signature=_signature(node, source, signature_start, spec.one_line_signature),
+                signature=_signature(node, source, signature_start, spec.one_line_signature) if details else "",
                 doc=doc,
                 parent=parent,
             )
