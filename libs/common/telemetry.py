@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -311,9 +312,7 @@ def publish_span(task: str, queue: str, event_type: str, event_id: str, correlat
         return
     attributes = {
         "messaging.system": "celery",
-        "messaging.operation.type": "send",
         "messaging.destination.name": queue,
-        "celery.task_name": task,
         "repotalk.event.type": event_type,
         "repotalk.event.id": event_id,
         "repotalk.correlation_id": correlation_id,
@@ -321,7 +320,12 @@ def publish_span(task: str, queue: str, event_type: str, event_id: str, correlat
     with _tracer.start_as_current_span(f"apply_async/{task}", kind=SpanKind.PRODUCER, attributes=attributes):
         headers: dict[str, str] = {}
         inject(headers)
-        yield headers
+        # The send is this span: the broker's LPUSH beneath it would be a second span saying the same thing.
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            yield headers
+        finally:
+            otel_context.detach(token)
 
 
 @contextmanager
@@ -340,10 +344,7 @@ def consume_span(task: str, queue: str, request: Any, event_type: str, event_id:
         return
     attributes: dict[str, str | int] = {
         "messaging.system": "celery",
-        "messaging.operation.type": "process",
         "messaging.destination.name": queue,
-        "celery.task_name": task,
-        "celery.action": "run",
         "messaging.message.id": str(getattr(request, "id", "") or ""),
         "repotalk.event.type": event_type,
         "repotalk.event.id": event_id,
