@@ -169,7 +169,8 @@ def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the load lasts")
     parser.add_argument("--users", type=int, default=1000, help="distinct sender numbers")
     parser.add_argument("--concurrency", type=int, default=64, help="webhooks in flight at most")
-    parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the last replies")
+    parser.add_argument("--drain", type=float, default=120.0,
+                        help="seconds without a new reply after which the unanswered count as lost")
     parser.add_argument("--repo", default=str(ROOT), help="repository indexed for the questions")
     parser.add_argument("--pool", choices=["threads", "solo", "prefork"], default="threads", help="WORKER_POOL")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="WORKER_CONCURRENCY")
@@ -240,11 +241,16 @@ def run(args: argparse.Namespace) -> None:
                 t_sent = time.monotonic()
                 acks, refused = offered.acks, offered.refused
                 sent_at = {sender: offered.sent[i] for i, (sender, _) in enumerate(requests) if offered.ok[i]}
-                deadline = t_sent + args.drain
-                while time.monotonic() < deadline:
-                    replied = {m.to for m in twilio.messages}
-                    if len(replied & sent_at.keys()) >= len(sent_at):
+                # A backlog is not a loss: keep waiting while replies still come. What is unanswered once
+                # no reply has come for --drain seconds counts as lost.
+                answered_so_far, progress_at = -1, t_sent
+                while True:
+                    answered_now = len({m.to for m in twilio.messages} & sent_at.keys())
+                    now = time.monotonic()
+                    if answered_now >= len(sent_at) or now - progress_at > args.drain:
                         break
+                    if answered_now != answered_so_far:
+                        answered_so_far, progress_at = answered_now, now
                     time.sleep(0.2)
             rss_end = {name: rss_mb(proc.pid) for name, proc in stack.procs.items()}
             cpu_end = {name: cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
