@@ -65,7 +65,7 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
 def base_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Settings for an isolated test: data under tmp_path, SQLite, in-memory broker, no keys."""
     for key in list(os.environ):
-        if key.startswith(("TWILIO_", "OPENAI_", "ANTHROPIC_")) or key in (
+        if key.startswith(("TWILIO_", "OPENAI_", "ANTHROPIC_", "EMBEDDINGS_")) or key in (
             "DATABASE_URL", "BROKER_URL", "PUBLIC_BASE_URL", "REPOS", "INDEX_DIR",
         ):
             monkeypatch.delenv(key, raising=False)

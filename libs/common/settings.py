@@ -293,6 +293,45 @@ class SearchSettings(_Base):
         "what its own index lags behind)",
     )
 
+    # Semantic search: off unless an embeddings endpoint is configured (indexing then sends every chunk
+    # to it once; a chunk whose text did not change is never sent again).
+    embeddings_url: str = Field(
+        "",
+        alias="EMBEDDINGS_URL",
+        description="enables semantic search: an OpenAI-compatible API's base URL (`http://host:11434/v1` for "
+        "Ollama); with only `EMBEDDINGS_API_KEY` set, OpenAI's own",
+    )
+    embeddings_api_key: str = Field(
+        "", alias="EMBEDDINGS_API_KEY", description="key of the embeddings endpoint (enables OpenAI's when alone)"
+    )
+    embeddings_model: str = Field(
+        "text-embedding-3-small", alias="EMBEDDINGS_MODEL", description="embedding model for chunks and questions"
+    )
+    embeddings_dimensions: int = Field(
+        0,
+        ge=0,
+        alias="EMBEDDINGS_DIMENSIONS",
+        description="ask for vectors this long (text-embedding-3 models; memory is 4 bytes x dimensions x chunks); "
+        "0: the model's own",
+    )
+    embeddings_batch: int = Field(
+        64, ge=1, le=2048, alias="EMBEDDINGS_BATCH", description="chunks per embeddings request while indexing"
+    )
+    embeddings_timeout: float = Field(
+        30.0, gt=0, alias="EMBEDDINGS_TIMEOUT", description="seconds per embeddings request while indexing"
+    )
+    embeddings_query_timeout: float = Field(
+        2.0,
+        gt=0,
+        alias="EMBEDDINGS_QUERY_TIMEOUT",
+        description="seconds a question waits for its embedding; past it the question is answered without "
+        "the semantic ranking",
+    )
+
+    @property
+    def embeddings_enabled(self) -> bool:
+        return bool(self.embeddings_url.strip() or self.embeddings_api_key.strip())
+
     def resolved_index_dir(self, app: AppSettings) -> Path:
         return Path(self.index_dir) if self.index_dir else app.data_dir / "index"
 

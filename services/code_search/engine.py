@@ -5,7 +5,8 @@ Question mode runs two rankers on the tantivy index and fuses them with reciproc
 - symbols: definitions whose name or qualified name is an identifier of the question (boosted
   hard), or whose split name shares words with it (``verify_twilio_signature`` for "signature
   verified");
-- keywords: BM25 over every chunk's words, identifiers as phrases, symbol names and paths.
+- keywords: BM25 over every chunk's words, identifiers as phrases, symbol names and paths;
+- semantic (only with an embeddings endpoint): the chunks whose vectors are closest to the question's.
 
 A definition whose name is exactly an identifier of the question goes first; then no file gets
 more than two places until every other file has had its turn.
@@ -32,7 +33,7 @@ import tantivy
 
 from libs.common.events import Hit
 from libs.common.settings import get_settings
-from services.code_search import grams, regex, syntax
+from services.code_search import grams, regex, semantic, syntax
 from services.code_search import query as query_parser
 from services.code_search.index import CodeIndex, RepoEntry, SymbolSpan, get_index
 from services.code_search.indexer import IndexSummary, index_repository, remove_repository
@@ -49,6 +50,7 @@ DOC_TYPES = ("def", "chunk", "file", "repo", "grams")  # every doc_type the inde
 RRF_K = 20  # top-heavy: measured better than the usual 60 on short candidate lists
 SYMBOL_CANDIDATES = 30
 KEYWORD_CANDIDATES = 40
+SEMANTIC_CANDIDATES = 30
 MAX_PER_FILE = 2
 TEST_PENALTY = 0.5  # tests describe behaviour in words and would otherwise answer "where is X" questions
 PATTERN_MAX_MATCHES = 500
@@ -154,11 +156,13 @@ def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode:
         pattern = parsed.pattern if parsed.pattern is not None else parsed.text
         result = _pattern(index, pattern, parsed, scope, known, limit)
     else:
+        # The question's embedding is a network call: made before taking a slot, not while holding one.
+        meaning = semantic.question_vector(parsed.text)
         # Questions are CPU work, mostly under the GIL: run a few at a time, first come first
         # served. Fifty threads at once otherwise trade the GIL back and forth (each tantivy call
         # releases and re-acquires it) and all finish late together.
         with _question_slots:
-            result = _question(index, parsed, scope, limit)
+            result = _question(index, parsed, scope, limit, meaning)
     result.hits = [_linked(hit, known) for hit in _grouped(result.hits)]
     result.took_ms = _elapsed(started)
     return result
@@ -319,7 +323,49 @@ class _Candidate:
         return self.words
 
 
-def _question(index: CodeIndex, search: syntax.SearchQuery, scope: list[str] | None, limit: int) -> SearchResult:
+def _semantic_ranking(
+    index: CodeIndex,
+    searcher: tantivy.Searcher,
+    meaning: tuple[semantic.EmbeddingConfig, Any],
+    scope: list[str] | None,
+    search: syntax.SearchQuery,
+) -> list[tuple[float, tantivy.DocAddress]]:
+    """The chunks nearest the question's meaning that the query's filters allow, nearest first."""
+    config, vector = meaning
+    neighbours = semantic.nearest(config, vector, scope, SEMANTIC_CANDIDATES * 2)
+    if not neighbours:
+        return []
+    integer = tantivy.FieldType.Integer
+    spots = [
+        (
+            tantivy.Occur.Should,
+            tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, index.term("file_key", n.file_key)),
+                    (tantivy.Occur.Must, tantivy.Query.range_query(index.schema, "line", integer, n.line, n.line)),
+                ]
+            ),
+        )
+        for n in neighbours
+    ]
+    query = tantivy.Query.boolean_query(
+        [*_filters(index, scope, ["def", "chunk"], search), (tantivy.Occur.Must, tantivy.Query.boolean_query(spots))]
+    )
+    at: dict[tuple[str, int], tantivy.DocAddress] = {}
+    for _score, address in searcher.search(query, len(neighbours), count=False).hits:
+        fields = index.ranking_fields(searcher, address)
+        at[(file_key(fields["repo"], fields["path"]), int(fields["line"]))] = address
+    ranked = [(n.score, at[(n.file_key, n.line)]) for n in neighbours if (n.file_key, n.line) in at]
+    return ranked[:SEMANTIC_CANDIDATES]
+
+
+def _question(
+    index: CodeIndex,
+    search: syntax.SearchQuery,
+    scope: list[str] | None,
+    limit: int,
+    meaning: tuple[semantic.EmbeddingConfig, Any] | None = None,
+) -> SearchResult:
     # sym:NAME ranks like the name asked for in backticks, among the definitions it allows.
     named = " ".join(f"`{symbol}`" for symbol in search.symbols if "*" not in symbol)
     parsed = query_parser.parse(f"{search.text} {named}".strip())
@@ -331,26 +377,28 @@ def _question(index: CodeIndex, search: syntax.SearchQuery, scope: list[str] | N
         )
     searcher = index.searcher()
     candidates: dict[tuple[int, int], _Candidate] = {}
-    rankings = [
+    rankings: list[tuple[str, list[tuple[float, tantivy.DocAddress]]]] = []
+    for ranker, built, depth in (
         ("symbol", _symbol_query(index, parsed, scope, search), SYMBOL_CANDIDATES),
         ("keyword", _keyword_query(index, parsed, scope, search), KEYWORD_CANDIDATES),
-    ]
+    ):
+        if built is not None:
+            rankings.append((ranker, searcher.search(built, depth, count=False).hits))
+    if meaning is not None:
+        rankings.append(("semantic", _semantic_ranking(index, searcher, meaning, scope, search)))
     name_tokens = _tokens(index.names, parsed.words)
     idf = {token: _idf(searcher, token) for token in name_tokens}
     total_idf = sum(idf.values()) or 1.0
     qualified = {q.lower() for q in parsed.qualified}
     identifiers = {i.lower() for i in parsed.identifiers}
-    for ranker, built, depth in rankings:
-        if built is None:
-            continue
-        found = searcher.search(built, depth, count=False).hits
+    for ranker, found in rankings:
         top = found[0][0] if found else 1.0
         for rank, (score, address) in enumerate(found):
             key = (address.segment_ord, address.doc)
             candidate = candidates.get(key)
             if candidate is None:
                 candidate = candidates[key] = _Candidate(address, index.ranking_fields(searcher, address))
-            # Keyword: how close to the best BM25 match (a long tail of weak matches counts less).
+            # Keyword and semantic: how close to the best match (a long tail of weak matches counts less).
             weight = score / top if top > 0 else 1.0
             if ranker == "symbol":
                 # A name that shares only common words with the question ("connection", "pool") says
@@ -400,7 +448,7 @@ def _question(index: CodeIndex, search: syntax.SearchQuery, scope: list[str] | N
     chosen = _spread(ordered, limit, lambda c: (c.get("repo"), c.get("path")))
     query_tokens = set(_tokens(index.words, [*parsed.words, *parsed.identifiers]))
     hits = [_question_hit(c, query_tokens, index, searcher) for c in chosen]
-    kinds = sorted({ranker for c in chosen for ranker in c.rankers}, key=["symbol", "keyword"].index)
+    kinds = sorted({ranker for c in chosen for ranker in c.rankers}, key=["symbol", "keyword", "semantic"].index)
     return SearchResult(hits=hits, kinds=kinds)
 
 

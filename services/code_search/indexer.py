@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from libs.common.settings import get_settings
-from services.code_search import catalog, parallel
+from services.code_search import catalog, parallel, semantic
 from services.code_search.index import CodeIndex, FileEntry, Writer, get_index
 from services.code_search.pipeline import FileResult, file_key
 from services.code_search.walker import Candidate, walk
@@ -54,13 +54,15 @@ class IndexSummary:
     read: int = 0  # files whose content was read in this run
     commit: str | None = None
     languages: dict[str, int] = field(default_factory=dict)  # language -> indexed files
+    embeddings: semantic.SyncSummary | None = None  # None: no embeddings endpoint configured
 
     def describe(self) -> str:
         skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items())) or "none"
+        embedded = f"; {self.embeddings.describe()}" if self.embeddings is not None else ""
         return (
             f"{self.repo}: {self.files} files, {self.symbols} symbols, {self.chunks} chunks "
             f"({self.indexed} indexed, {self.unchanged} unchanged, {self.removed} removed); "
-            f"skipped: {skipped}; {self.seconds:.2f}s"
+            f"skipped: {skipped}{embedded}; {self.seconds:.2f}s"
         )
 
 
@@ -261,6 +263,8 @@ def _index(name: str, root: Path, git: catalog.GitInfo, progress: Progress | Non
         chunks=summary.chunks,
         skipped=summary.skipped,
     )
+    # Vectors last: the lexical index is usable whatever the embeddings endpoint does.
+    summary.embeddings = semantic.sync(name, {r.path: r.hash for r in indexed}, index.chunk_texts)
     return summary
 
 
@@ -272,5 +276,6 @@ def remove_repository(name: str) -> bool:
         with _run_lock, index.writer() as writer:
             writer.delete_repo(name)
             writer.commit()
+    semantic.forget(name)
     catalog.forget(name)
     return present

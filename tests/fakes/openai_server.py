@@ -70,6 +70,10 @@ class ScriptedServer:
     def unscripted(self) -> ScriptedResponse:
         return _json(500, {"error": {"message": f"{type(self).__name__}: no scripted response left"}})
 
+    def respond(self, request: RecordedRequest) -> ScriptedResponse:
+        """The next scripted response; a server that computes its answers overrides this."""
+        return self._next()
+
     # -- scripting ---------------------------------------------------------------------------------
 
     def raw(self, response: ScriptedResponse) -> None:
@@ -120,8 +124,9 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                recorded = RecordedRequest("POST", self.path, headers, body)
                 with fake._lock:
-                    fake.requests.append(RecordedRequest("POST", self.path, headers, body))
+                    fake.requests.append(recorded)
                 if self.path.rstrip("/") != fake.path:
                     self._send(fake.unknown_path(self.path))
                     return
@@ -129,7 +134,7 @@ class ScriptedServer:
                 if refused is not None:
                     self._send(refused)
                     return
-                response = fake._next()
+                response = fake.respond(recorded)
                 # Waiting on the stop event lets the server shut down without sitting out a delay.
                 if response.delay and fake._stopping.wait(response.delay):
                     return
@@ -177,13 +182,8 @@ def openai_error(status: int, message: str, error_type: str, code: str | None,
                  headers, delay)
 
 
-class FakeOpenAI(ScriptedServer):
-    """``with FakeOpenAI() as fake: fake.reply("hi"); OpenAI(base_url=fake.base_url, ...)``.
-
-    Serves any OpenAI-compatible client as well (the `local` provider: Ollama, vLLM, llama.cpp)."""
-
-    path = "/v1/chat/completions"
-    thread_name = "fake-openai"
+class OpenAICompatible(ScriptedServer):
+    """What every OpenAI-style endpoint shares: ``/v1`` base URL, bearer auth, OpenAI's error JSON."""
 
     @property
     def base_url(self) -> str:
@@ -196,6 +196,15 @@ class FakeOpenAI(ScriptedServer):
 
     def unknown_path(self, path: str) -> ScriptedResponse:
         return openai_error(404, f"unknown path {path}", "invalid_request_error", "unknown_url")
+
+
+class FakeOpenAI(OpenAICompatible):
+    """``with FakeOpenAI() as fake: fake.reply("hi"); OpenAI(base_url=fake.base_url, ...)``.
+
+    Serves any OpenAI-compatible client as well (the `local` provider: Ollama, vLLM, llama.cpp)."""
+
+    path = "/v1/chat/completions"
+    thread_name = "fake-openai"
 
     def unscripted(self) -> ScriptedResponse:
         return openai_error(500, "FakeOpenAI: no scripted response left", "fake_error", None,
