@@ -267,6 +267,13 @@ class SearchSettings(_Base):
     repos: str = Field(
         "", alias="REPOS", description="repositories a code_search worker indexes at start: `name=path,…`"
     )
+    repo_roots: str = Field(
+        "",
+        alias="REPO_ROOTS",
+        description="directories under which the admin API may index a path of the server (a working tree, "
+        "a bare repository, a `file://` URL), comma-separated; empty: anywhere outside production, nowhere in "
+        "production. `REPOS` and `repotalk index` are not limited",
+    )
     git_webhook_secret: str = Field(
         "",
         alias="GIT_WEBHOOK_SECRET",
@@ -327,6 +334,9 @@ class SearchSettings(_Base):
         description="seconds a question waits for its embedding; past it the question is answered without "
         "the semantic ranking",
     )
+
+    def roots(self) -> list[Path]:
+        return [Path(part.strip()).expanduser().resolve() for part in self.repo_roots.split(",") if part.strip()]
 
     @property
     def embeddings_enabled(self) -> bool:

@@ -92,10 +92,12 @@ class IndexAccepted(BaseModel):
 
 
 # Each a RepoError's status: unusable source or name, unknown repository, another source under that
-# name, an unusable remote or branch, git missing, git too slow.
+# name, a server path outside REPO_ROOTS, an unusable remote or branch, git missing, git too slow.
 REPO_ERRORS: dict[int | str, dict[str, Any]] = {
     **{code: {"model": ErrorDetail} for code in (400, 404, 409, 422, 503, 504)},
     **AUTH_RESPONSES,
+    403: {"model": ErrorDetail, "description": "The API key is wrong or revoked, or the path of the server to "
+                                               "index is outside `REPO_ROOTS`"},
 }
 
 

@@ -210,12 +210,42 @@ def _check_remote(url: str, branch: str | None) -> None:
         raise RepoError(422, f"the remote has no branch {branch}")
 
 
+def _local_path_of(source: str) -> Path | None:
+    """The path on this server that a source reads: a working tree, a bare repository or a file:// URL."""
+    if source.startswith("file://"):
+        return Path(urlsplit(source).path)
+    if re.match(r"^(https?|ssh|git)://", source) or _SCP_LIKE.match(source):
+        return None
+    return Path(source).expanduser()
+
+
+def check_allowed_path(source: str) -> None:
+    """An API key must not turn the server's own files into search results: a path of the server is
+    indexed through the API only under ``REPO_ROOTS`` (anywhere outside production when unset)."""
+    local = _local_path_of(source)
+    if local is None:
+        return
+    settings = get_settings()
+    roots = settings.search.roots()
+    if not roots:
+        if settings.app.env == "production":
+            raise RepoError(403, "indexing a path of the server through the API is off: set REPO_ROOTS to the "
+                                 "directories it may read, or give a git URL")
+        return
+    # Resolved: a symlink or ".." must not lead out of a root.
+    resolved = local.resolve()
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise RepoError(403, f"{local} is outside the directories the API may index (REPO_ROOTS: {allowed})")
+
+
 def request_add(source: str, name: str | None = None, branch: str | None = None) -> Accepted:
     """Validate a repository to add and record it in the catalog (a new generation); code_search replicas
     then clone and index it. Raises RepoError (the request's fault, with its HTTP status)."""
     source = source.strip()
     if not source:
         raise RepoError(400, "give a local path or a git URL")
+    check_allowed_path(source)
     try:
         if is_git_url(source):
             repo_name = validate_name(name or name_from_url(source))

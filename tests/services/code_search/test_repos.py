@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from libs.common import db
 from libs.common.api_keys import create_key, revoke_key
 from libs.common.models.code_index import Repository
+from libs.common.settings import get_settings
 from services.code_search.api import router
 from services.code_search.engine import index_repository, search
 from services.code_search.permalinks import permalink
@@ -116,6 +117,36 @@ def test_add_a_local_path_and_errors(client: TestClient, tmp_path: Path) -> None
     other = client.post("/api/v1/repos", json={"source": str(tmp_path), "name": "tree"})
     assert other.status_code == 409 and "already indexed from" in other.json()["detail"]
     assert client.post("/api/v1/repos/unknown/reindex").status_code == 404
+
+
+def test_server_paths_are_indexed_only_under_repo_roots(
+    client: TestClient, tmp_path: Path, remote: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "tree").mkdir(parents=True)
+    (allowed / "tree" / "a.py").write_text("def alpha():\n    return 1\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("PASSWORD = 'hunter2'\n")
+    (allowed / "escape").symlink_to(outside)
+    bare, _work = remote
+    apply_env(monkeypatch, REPO_ROOTS=f" {allowed} , {tmp_path / 'elsewhere'}")
+
+    assert client.post("/api/v1/repos", json={"source": str(allowed / "tree")}).status_code == 202
+    for source in (str(outside), str(allowed / "escape"), str(allowed / "tree" / ".." / ".." / "outside"),
+                   "/etc", str(bare), f"file://{bare}"):
+        refused = client.post("/api/v1/repos", json={"source": source, "name": "x"})
+        assert refused.status_code == 403, (source, refused.text)
+        assert "outside the directories the API may index" in refused.json()["detail"]
+        assert str(allowed) in refused.json()["detail"]
+    with db.session_scope() as session:
+        assert session.get(Repository, "x") is None
+
+    # Production without REPO_ROOTS: no server path at all (a git URL still works).
+    apply_env(monkeypatch, REPO_ROOTS="")
+    monkeypatch.setattr(get_settings().app, "env", "production")
+    refused = client.post("/api/v1/repos", json={"source": str(allowed / "tree"), "name": "tree2"})
+    assert refused.status_code == 403 and "set REPO_ROOTS" in refused.json()["detail"]
 
 
 def test_an_api_key_is_required(client: TestClient, tmp_path: Path) -> None:
