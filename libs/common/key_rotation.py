@@ -19,6 +19,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import Table, and_, select, update
 
 from libs.common import db
+from libs.common.models.code_index import Repository
 from libs.common.models.conversations import Turn
 from libs.common.models.messaging import InboundMessage, OutboundMessage, OutboxEvent, User
 from libs.common.security import newest_key_decrypts, rotate
@@ -34,6 +35,7 @@ ENCRYPTED_COLUMNS: dict[Table, tuple[str, ...]] = {
     cast(Table, OutboundMessage.__table__): ("body_enc",),
     cast(Table, OutboxEvent.__table__): ("envelope",),
     cast(Table, Turn.__table__): ("question_enc", "answer_enc", "request_enc"),
+    cast(Table, Repository.__table__): ("source_enc",),
 }
 
 

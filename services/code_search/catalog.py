@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from libs.common.db import session_scope, utcnow
 from libs.common.models.code_index import IndexedFile, Repository
+from libs.common.security import decrypt, encrypt, redact_url
 
 BATCH = 500
 
@@ -63,18 +63,6 @@ def _resolve_ref(git_dir: Path, ref: str) -> str | None:
             if len(parts) == 2 and parts[1].strip() == ref:
                 return parts[0]
     return None
-
-
-def redact_url(url: str) -> str:
-    """A remote URL without credentials (https://user:token@host/... -> https://host/...)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    if parts.scheme and parts.hostname and (parts.username or parts.password):
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
 
 
 def git_info(root: Path) -> GitInfo:
@@ -225,8 +213,10 @@ class Desired:
 
 
 def _desired(repo: Repository) -> Desired:
+    # The credentials of a private remote live only in the encrypted column; ``source`` is for display.
+    source = decrypt(repo.source_enc) if repo.source_enc else repo.source
     return Desired(
-        name=repo.name, source=repo.source, branch=repo.source_branch, generation=repo.generation or 0,
+        name=repo.name, source=source, branch=repo.source_branch, generation=repo.generation or 0,
         indexed_generation=repo.indexed_generation or 0, root=repo.root, url=repo.url, indexed_branch=repo.branch,
     )
 
@@ -252,14 +242,17 @@ def request_index(name: str, source: str, branch: str | None, *, root: str = "",
     with session_scope() as session:
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        shown = redact_url(source)
+        secret = encrypt(source) if shown != source else None
         values = insert(Repository).values(
-            name=name, root=root, url=url, source=source, source_branch=branch, generation=1, status="pending",
-            created_at=utcnow(), skipped={},
+            name=name, root=root, url=url, source=shown, source_enc=secret, source_branch=branch, generation=1,
+            status="pending", created_at=utcnow(), skipped={},
         )
         statement = values.on_conflict_do_update(
             index_elements=["name"],
             set_={
                 "source": values.excluded.source,
+                "source_enc": values.excluded.source_enc,
                 "source_branch": values.excluded.source_branch,
                 "generation": Repository.generation + 1,
                 "status": "pending",

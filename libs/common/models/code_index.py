@@ -30,9 +30,11 @@ class Repository(Base):
     indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Desired state, written by the admin API and the git webhook; every code_search replica converges
     # to it (its own index on its own disk). ``source`` is what to index: a path on the code_search
-    # replicas or a git URL (as given: it may carry the credentials a private remote needs). NULL: not
-    # managed through the API (REPOS, `repotalk index`): each process indexes those itself.
+    # replicas or a git URL, without credentials. NULL: not managed through the API (REPOS,
+    # `repotalk index`): each process indexes those itself.
     source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The git URL as given, Fernet-encrypted, when it carries the credentials a private remote needs.
+    source_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     source_branch: Mapped[str | None] = mapped_column(String(200), nullable=True)  # asked for; NULL: the default
     # Bumped by every add, re-index request and matching git push; a replica whose index is older re-indexes.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -15,7 +15,10 @@ from fastapi.testclient import TestClient
 from libs.common import db
 from libs.common.api_keys import create_key, revoke_key
 from libs.common.models.code_index import Repository
+from libs.common.security import decrypt
 from libs.common.settings import get_settings
+from services.code_search import catalog
+from services.code_search import repos as repo_admin
 from services.code_search.api import router
 from services.code_search.engine import index_repository, search
 from services.code_search.permalinks import permalink
@@ -147,6 +150,25 @@ def test_server_paths_are_indexed_only_under_repo_roots(
     monkeypatch.setattr(get_settings().app, "env", "production")
     refused = client.post("/api/v1/repos", json={"source": str(allowed / "tree"), "name": "tree2"})
     assert refused.status_code == 403 and "set REPO_ROOTS" in refused.json()["detail"]
+
+
+def test_credentials_of_a_git_url_are_kept_only_encrypted(database: str) -> None:
+    url = "https://bob:ghp_s3cretT0ken@git.example.com/acme/relay.git"
+    assert catalog.request_index("relay", url, "main") == 1
+    with db.session_scope() as session:
+        row = session.get(Repository, "relay")
+        assert row is not None
+        assert row.source == "https://git.example.com/acme/relay.git"  # what the console and the API show
+        stored = [str(getattr(row, column.key)) for column in Repository.__table__.columns]
+        assert not any("s3cret" in value for value in stored)
+        assert row.source_enc is not None and decrypt(row.source_enc) == url
+    desired = catalog.repository("relay")
+    assert desired is not None and desired.source == url  # what a replica clones with
+    accepted = repo_admin.request_reindex("relay")
+    assert accepted.generation == 2 and accepted.source == "https://git.example.com/acme/relay.git"
+    with db.session_scope() as session:
+        again = session.get(Repository, "relay")
+        assert again is not None and again.source_enc is not None and decrypt(again.source_enc) == url
 
 
 def test_an_api_key_is_required(client: TestClient, tmp_path: Path) -> None:
