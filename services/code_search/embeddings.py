@@ -7,11 +7,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import openai
 
 from libs.common.settings import SearchSettings
+
+if TYPE_CHECKING:
+    import openai
+
+# ``openai`` is imported on first use: it weighs about 45 MB of RSS, which a code_search worker without
+# an embeddings endpoint (the default) should not carry.
 
 # The SDK insists on a key; local servers mostly ignore it.
 LOCAL_PLACEHOLDER_KEY = "local"
@@ -49,11 +55,15 @@ class EmbeddingConfig:
 
 @lru_cache(maxsize=8)
 def _client(base_url: str, api_key: str) -> openai.OpenAI:
+    import openai
+
     # One client per endpoint keeps its connection pool; retries are ours (the next index run).
     return openai.OpenAI(api_key=api_key, base_url=base_url or None, max_retries=0)
 
 
 def _describe(exc: Exception) -> str:
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return "the embeddings endpoint timed out"
     if isinstance(exc, openai.APIConnectionError):
@@ -70,6 +80,8 @@ def embed(config: EmbeddingConfig, texts: Sequence[str], timeout: float) -> np.n
         return np.zeros((0, 0), dtype=np.float32)
     # An empty input is refused by the API; a single space embeds as "nothing in particular".
     inputs = [text[:MAX_INPUT_CHARS] if text.strip() else " " for text in texts]
+    import openai
+
     try:
         response = _client(config.base_url, config.api_key).embeddings.create(
             model=config.model,
