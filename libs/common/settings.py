@@ -324,6 +324,9 @@ class SearchSettings(_Base):
     embeddings_batch: int = Field(
         64, ge=1, le=2048, alias="EMBEDDINGS_BATCH", description="chunks per embeddings request while indexing"
     )
+    embeddings_concurrency: int = Field(
+        4, ge=1, le=32, alias="EMBEDDINGS_CONCURRENCY", description="embeddings requests in flight while indexing"
+    )
     embeddings_timeout: float = Field(
         30.0, gt=0, alias="EMBEDDINGS_TIMEOUT", description="seconds per embeddings request while indexing"
     )

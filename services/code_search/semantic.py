@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -84,7 +85,7 @@ def sync(repo: str, indexed: dict[str, str], chunks_of: ChunksOf, directory: Pat
         keys = todo[start : start + FILES_PER_STEP]
         try:
             written = _embed_files(target, cfg, repo, keys, wanted, chunks_of, settings.embeddings_batch,
-                                   settings.embeddings_timeout)
+                                   settings.embeddings_timeout, settings.embeddings_concurrency)
         except EmbeddingError as exc:
             summary.error = str(exc)
             summary.pending = len(todo) - start
@@ -107,6 +108,7 @@ def _embed_files(
     chunks_of: ChunksOf,
     batch: int,
     timeout: float,
+    concurrency: int,
 ) -> tuple[int, int]:
     texts = chunks_of(keys)
     rows: dict[str, tuple[str, str, list[ChunkRow]]] = {}
@@ -122,9 +124,17 @@ def _embed_files(
         rows[key] = (wanted[key], cfg.label, chunk_rows)
     known = target.known_digests(list(inputs))
     missing = [d for d in inputs if d not in known]
-    for start in range(0, len(missing), batch):
-        part = missing[start : start + batch]
-        target.add_vectors(part, embed(cfg, [inputs[d] for d in part], timeout))
+    parts = [missing[start : start + batch] for start in range(0, len(missing), batch)]
+    # A few requests in flight: the endpoint's latency, not our CPU, is what a full index waits on.
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(parts) or 1))) as pool:
+        futures = [pool.submit(embed, cfg, [inputs[d] for d in part], timeout) for part in parts]
+        try:
+            for part, future in zip(parts, futures, strict=True):
+                target.add_vectors(part, future.result())
+        except BaseException:
+            # The first failure ends the step: requests not yet sent are not sent.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     target.replace_files(repo, rows)
     return sum(len(r[2]) for r in rows.values()), len(missing)
 

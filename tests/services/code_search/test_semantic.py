@@ -172,11 +172,16 @@ def test_a_new_model_re_embeds_everything_and_drops_the_old_vectors(
     fake: FakeEmbeddings, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = index_repository(repo)
-    apply_env(monkeypatch, EMBEDDINGS_MODEL="toy-embed-2", EMBEDDINGS_DIMENSIONS="24")
+    apply_env(monkeypatch, EMBEDDINGS_MODEL="toy-embed-2", EMBEDDINGS_DIMENSIONS="24", EMBEDDINGS_BATCH="2")
     semantic.reset_cooldown()
+    before = len(fake.requests)
     second = index_repository(repo)
     assert second.embeddings is not None and second.embeddings.files == 4
     assert second.embeddings.sent == first.chunks
+    # Batches of two, several in flight: every text sent once.
+    batches = [r.json["input"] for r in fake.requests[before:]]
+    assert all(len(b) <= 2 for b in batches) and len(batches) == -(-first.chunks // 2)
+    assert sorted(t for b in batches for t in b) == sorted(set(t for b in batches for t in b))
     assert fake.requests[-1].json["dimensions"] == 24 and fake.requests[-1].json["model"] == "toy-embed-2"
     assert semantic.store().counts() == (first.chunks, first.chunks)
     assert paths(QUESTION)[0] == "accounts/gate.py"
