@@ -6,6 +6,13 @@ tracebacks). Prints recall@1/5/10 and MRR for files and functions, beside a plai
 files (tantivy, default tokenizer, one document per file, the question's words) in the same run.
 
     .venv/bin/python bench/retrieval.py [--questions bench/retrieval_questions/sqlalchemy-2.0.36.json]
+
+With ``--embeddings URL`` (an OpenAI-compatible ``/v1`` base URL, e.g. ``bench/embeddings_server.py``
+serving a local sentence-transformers model) the same questions run again with semantic search on, and
+the table gains the hybrid rows beside the lexical ones (same index, same run):
+
+    /tmp/embvenv/bin/python bench/embeddings_server.py --port 8765 &   # see its docstring
+    .venv/bin/python bench/retrieval.py --embeddings http://127.0.0.1:8765/v1
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
     parser.add_argument("--verbose", action="store_true", help="print each question's ranks")
+    parser.add_argument("--embeddings", default="", help="OpenAI-compatible base URL: also run with semantic search")
+    parser.add_argument("--embeddings-model", default="all-MiniLM-L6-v2", help="model name sent to that endpoint")
     args = parser.parse_args(argv)
     spec = json.loads(args.questions.read_text())
     source = fetch(spec["package"])
@@ -111,29 +121,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         indexed = sorted(get_index().indexed_paths("corpus"))
         baseline = Bm25Files(source, indexed)
 
-        ours_files: list[int | None] = []
-        ours_functions: list[int | None] = []
-        base_files: list[int | None] = []
-        for item in spec["questions"]:
-            files = set(item["files"])
-            hits = search(item["q"], repos=["corpus"], limit=DEPTH).hits
-            file_order = list(dict.fromkeys(h.path for h in hits))
-            ours_files.append(ranks(file_order, files))
-            function_rank = next(
-                (n for n, h in enumerate(hits, 1) if function_matches(h.symbol, h.path, item["functions"], files)),
-                None,
-            )
-            ours_functions.append(function_rank)
-            base_files.append(ranks(baseline.search(item["q"], DEPTH), files))
-            if args.verbose:
-                head = item["q"].splitlines()[0][:70]
-                print(f"  files {ours_files[-1]!s:>4} fn {function_rank!s:>4} bm25 {base_files[-1]!s:>4}  {head}")
+        def run(label: str) -> tuple[list[int | None], list[int | None], list[int | None]]:
+            ours_files: list[int | None] = []
+            ours_functions: list[int | None] = []
+            base_files: list[int | None] = []
+            for item in spec["questions"]:
+                files = set(item["files"])
+                hits = search(item["q"], repos=["corpus"], limit=DEPTH).hits
+                file_order = list(dict.fromkeys(h.path for h in hits))
+                ours_files.append(ranks(file_order, files))
+                function_rank = next(
+                    (n for n, h in enumerate(hits, 1) if function_matches(h.symbol, h.path, item["functions"], files)),
+                    None,
+                )
+                ours_functions.append(function_rank)
+                base_files.append(ranks(baseline.search(item["q"], DEPTH), files))
+                if args.verbose:
+                    head = item["q"].splitlines()[0][:70]
+                    print(f"  {label:<8} files {ours_files[-1]!s:>4} fn {function_rank!s:>4} "
+                          f"bm25 {base_files[-1]!s:>4}  {head}")
+            return ours_files, ours_functions, base_files
 
+        ours_files, ours_functions, base_files = run("lexical")
         rows = [
             ("files: repotalk", metrics(ours_files)),
             ("files: BM25 whole files", metrics(base_files)),
             ("functions: repotalk", metrics(ours_functions)),
         ]
+        if args.embeddings:
+            from libs.common.settings import get_settings
+
+            os.environ.update(EMBEDDINGS_URL=args.embeddings, EMBEDDINGS_MODEL=args.embeddings_model)
+            get_settings.cache_clear()
+            started = time.perf_counter()
+            again = index_repository(source, name="corpus")  # nothing changed: only the vectors are made
+            print(f"semantic: {again.embeddings.describe() if again.embeddings else 'off'} in "
+                  f"{time.perf_counter() - started:.1f} s")
+            hybrid_files, hybrid_functions, _ = run("hybrid")
+            rows[1:1] = [("files: repotalk+semantic", metrics(hybrid_files))]
+            rows.append(("functions: repotalk+sem.", metrics(hybrid_functions)))
         print(f"\nretrieval on {spec['package']}: {len(spec['questions'])} questions")
         header = f"{'':<26}" + "".join(f"{name:>8}" for name in [*(f'R@{k}' for k in KS), "MRR"])
         print(header)
@@ -141,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, values in rows:
             print(f"{label:<26}" + "".join(f"{values[name]:>8.2f}" for name in [*(f'R@{k}' for k in KS), "MRR"]))
         print(f"{'functions: BM25 files':<26}" + f"{'n/a (whole files have no functions)':>40}")
-        gain = (rows[0][1]["R@5"] - rows[1][1]["R@5"]) * 100
+        bm25 = next(values for label, values in rows if label.startswith("files: BM25"))
+        gain = (rows[0][1]["R@5"] - bm25["R@5"]) * 100
         verdict = "meets" if gain >= 20 else "MISSES"
         print(f"\nfile recall@5 gain over BM25: {gain:+.0f} points (goal >= +20): {verdict}")
         return 0
