@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 from functools import lru_cache
-from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -82,14 +81,3 @@ def newest_key_decrypts(token: str) -> bool:
         return False
     return True
 
-
-def redact_url(url: str) -> str:
-    """A remote URL without credentials (https://user:token@host/... -> https://host/...)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    if parts.scheme and parts.hostname and (parts.username or parts.password):
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url

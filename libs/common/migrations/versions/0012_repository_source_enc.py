@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from libs.common.security import decrypt, encrypt, redact_url
+from libs.common.security import decrypt, encrypt
+from libs.common.urls import redact_url
 
 revision: str = '0012_repository_source_enc'
 down_revision: str | None = '0011_repository_desired_state'
