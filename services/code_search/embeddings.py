@@ -10,7 +10,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+from opentelemetry.trace import SpanKind
 
+from libs.common import telemetry
 from libs.common.settings import SearchSettings
 
 if TYPE_CHECKING:
@@ -78,10 +80,22 @@ def embed(config: EmbeddingConfig, texts: Sequence[str], timeout: float) -> np.n
     """One request: a (len(texts), dims) float32 array of unit vectors, in the order of ``texts``."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    # An empty input is refused by the API; a single space embeds as "nothing in particular".
-    inputs = [text[:MAX_INPUT_CHARS] if text.strip() else " " for text in texts]
+    # The openai SDK speaks through httpx2, which no OpenTelemetry instrumentation covers: a client span of ours.
+    attributes = {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": config.model,
+                  "repotalk.embeddings.inputs": len(texts)}
+    with telemetry.span("embeddings.create", SpanKind.CLIENT, attributes) as current:
+        try:
+            return _embed(config, texts, timeout)
+        except EmbeddingError as exc:
+            telemetry.mark_error(current, str(exc)[:120])
+            raise
+
+
+def _embed(config: EmbeddingConfig, texts: Sequence[str], timeout: float) -> np.ndarray:
     import openai
 
+    # An empty input is refused by the API; a single space embeds as "nothing in particular".
+    inputs = [text[:MAX_INPUT_CHARS] if text.strip() else " " for text in texts]
     try:
         response = _client(config.base_url, config.api_key).embeddings.create(
             model=config.model,

@@ -10,6 +10,7 @@ chunk's, as one more ranking in the engine's fusion. Without an endpoint nothing
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -127,7 +128,9 @@ def _embed_files(
     parts = [missing[start : start + batch] for start in range(0, len(missing), batch)]
     # A few requests in flight: the endpoint's latency, not our CPU, is what a full index waits on.
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(parts) or 1))) as pool:
-        futures = [pool.submit(embed, cfg, [inputs[d] for d in part], timeout) for part in parts]
+        # Each request in the caller's trace context (a span per request, under the indexing run's).
+        futures = [pool.submit(contextvars.copy_context().run, embed, cfg, [inputs[d] for d in part], timeout)
+                   for part in parts]
         try:
             for part, future in zip(parts, futures, strict=True):
                 target.add_vectors(part, future.result())

@@ -4,6 +4,10 @@ when the endpoint is missing or failing."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from services.code_search.engine import index_repository, remove_repository, sea
 from tests.conftest import apply_env
 from tests.fakes.embeddings_server import FakeEmbeddings
 
+ROOT = Path(__file__).resolve().parents[3]
 QUESTION = "where do we authenticate people signing in?"
 
 FILES = {
@@ -185,3 +190,45 @@ def test_a_new_model_re_embeds_everything_and_drops_the_old_vectors(
     assert fake.requests[-1].json["dimensions"] == 24 and fake.requests[-1].json["model"] == "toy-embed-2"
     assert semantic.store().counts() == (first.chunks, first.chunks)
     assert paths(QUESTION)[0] == "accounts/gate.py"
+
+
+TRACED_CHILD = '''
+import os, sys
+from pathlib import Path
+from tests.fakes.embeddings_server import FakeEmbeddings
+
+with FakeEmbeddings() as fake:
+    os.environ.update(EMBEDDINGS_URL=fake.base_url, EMBEDDINGS_API_KEY="k", EMBEDDINGS_MODEL="toy-embed",
+                      EMBEDDINGS_BATCH="1")
+    from libs.common import telemetry
+    assert telemetry.setup("code_search")
+    from services.code_search import semantic
+    chunks = {"r\\x00a.py": [(1, 2, "check_credentials", "def check_credentials(password): ...")],
+              "r\\x00b.py": [(1, 1, "", "RETRIES = 3")]}
+    with telemetry.span("turn"):
+        summary = semantic.sync("r", {"a.py": "h1", "b.py": "h2"}, lambda keys: {k: chunks[k] for k in keys},
+                                Path(sys.argv[1]))
+        assert summary is not None and summary.sent == 2, summary
+        fake.down = True
+        assert semantic.question_vector("where do people log in") is None
+telemetry.shutdown()
+'''
+
+
+def test_each_embeddings_request_is_a_client_span_in_the_callers_trace(tmp_path: Path) -> None:
+    """A child process (tracing is process-wide): the requests of an indexing run, made from its worker
+    threads, and a question's failed one are client spans under the span that made them."""
+    spans_path = tmp_path / "spans.jsonl"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "EMBEDDINGS_"))}
+    env.update(REPOTALK_TRACE_FILE=str(spans_path), REPOTALK_DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run([sys.executable, "-c", TRACED_CHILD, str(tmp_path / "index")], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    spans = [json.loads(line) for line in spans_path.read_text().splitlines()]
+    (turn,) = [s for s in spans if s["name"] == "turn"]
+    calls = [s for s in spans if s["name"] == "embeddings.create"]
+    assert len(calls) == 3 and all(s["parent_span_id"] == turn["span_id"] for s in calls)
+    assert all(s["kind"] == "CLIENT" and s["attributes"]["gen_ai.request.model"] == "toy-embed" for s in calls)
+    assert sorted(s["attributes"]["repotalk.embeddings.inputs"] for s in calls) == [1, 1, 1]
+    assert sorted(s["status"] for s in calls) == ["ERROR", "UNSET", "UNSET"]
+    assert not any("password" in json.dumps(s["attributes"]) for s in calls)  # no chunk text in attributes
