@@ -80,4 +80,3 @@ def newest_key_decrypts(token: str) -> bool:
     except (InvalidToken, ValueError):
         return False
     return True
-

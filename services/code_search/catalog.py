@@ -212,22 +212,14 @@ class Desired:
     indexed_branch: str | None  # the branch a replica found checked out
 
 
-def _encrypt(value: str) -> str:
-    # Imported when needed: cryptography weighs ~7 MB of RSS, and most repositories carry no credentials.
-    from libs.common.security import encrypt
-
-    return encrypt(value)
-
-
-def _decrypt(token: str) -> str:
-    from libs.common.security import decrypt
-
-    return decrypt(token)
-
-
 def _desired(repo: Repository) -> Desired:
     # The credentials of a private remote live only in the encrypted column; ``source`` is for display.
-    source = _decrypt(repo.source_enc) if repo.source_enc else repo.source
+    # (libs.common.security is imported only for such a repository: cryptography weighs ~7 MB of RSS.)
+    source = repo.source
+    if repo.source_enc:
+        from libs.common.security import decrypt
+
+        source = decrypt(repo.source_enc)
     return Desired(
         name=repo.name, source=source, branch=repo.source_branch, generation=repo.generation or 0,
         indexed_generation=repo.indexed_generation or 0, root=repo.root, url=repo.url, indexed_branch=repo.branch,
@@ -256,7 +248,11 @@ def request_index(name: str, source: str, branch: str | None, *, root: str = "",
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         shown = redact_url(source)
-        secret = _encrypt(source) if shown != source else None
+        secret = None
+        if shown != source:
+            from libs.common.security import encrypt
+
+            secret = encrypt(source)
         values = insert(Repository).values(
             name=name, root=root, url=url, source=shown, source_enc=secret, source_branch=branch, generation=1,
             status="pending", created_at=utcnow(), skipped={},

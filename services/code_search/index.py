@@ -383,8 +383,8 @@ class CodeIndex:
             for doc in self._all(query)
         ]
 
-    def chunk_texts(self, keys: list[str]) -> dict[str, list[tuple[int, int, str, str]]]:
-        """file key -> (line, end_line, qualified symbol, text) of each of the files' chunks, in line order."""
+    def chunk_texts(self, keys: list[str]) -> dict[str, list[tuple[int, str, str]]]:
+        """file key -> (first line, qualified symbol, text) of each of the files' chunks, in line order."""
         if not keys:
             return {}
         query = tantivy.Query.boolean_query(
@@ -393,12 +393,10 @@ class CodeIndex:
                 (tantivy.Occur.Must, self.terms("doc_type", ["def", "chunk"])),
             ]
         )
-        out: dict[str, list[tuple[int, int, str, str]]] = {}
+        out: dict[str, list[tuple[int, str, str]]] = {}
         for doc in self._all(query):
             key = file_key(_first(doc, "repo"), _first(doc, "path"))
-            out.setdefault(key, []).append(
-                (_first(doc, "line", 0), _first(doc, "end_line", 0), _first(doc, "name_words"), _first(doc, "words"))
-            )
+            out.setdefault(key, []).append((_first(doc, "line", 0), _first(doc, "name_words"), _first(doc, "words")))
         for chunks in out.values():
             chunks.sort()
         return out

@@ -37,6 +37,7 @@ GIT_TIMEOUT = 600.0
 # A request waits for this check of the remote (GitHub gives a push webhook 10 s; the admin API more).
 LS_REMOTE_TIMEOUT = 30.0
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)")
+_REMOTE_URL = re.compile(r"^(https?|ssh|git)://")
 _BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -62,7 +63,7 @@ def checkouts_dir() -> Path:
 
 
 def is_git_url(source: str) -> bool:
-    if re.match(r"^(https?|ssh|git|file)://", source) or _SCP_LIKE.match(source):
+    if _REMOTE_URL.match(source) or source.startswith("file://") or _SCP_LIKE.match(source):
         return True
     path = Path(source).expanduser()
     # A bare repository on this machine (HEAD, objects/ and refs/ at its top).
@@ -214,7 +215,7 @@ def _local_path_of(source: str) -> Path | None:
     """The path on this server that a source reads: a working tree, a bare repository or a file:// URL."""
     if source.startswith("file://"):
         return Path(urlsplit(source).path)
-    if re.match(r"^(https?|ssh|git)://", source) or _SCP_LIKE.match(source):
+    if _REMOTE_URL.match(source) or _SCP_LIKE.match(source):
         return None
     return Path(source).expanduser()
 
@@ -234,7 +235,7 @@ def check_allowed_path(source: str) -> None:
         return
     # Resolved: a symlink or ".." must not lead out of a root.
     resolved = local.resolve()
-    if not any(resolved == root or root in resolved.parents for root in roots):
+    if not any(resolved.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(root) for root in roots)
         raise RepoError(403, f"{local} is outside the directories the API may index (REPO_ROOTS: {allowed})")
 

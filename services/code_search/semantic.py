@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from libs.common.settings import get_settings
+from libs.common.settings import SearchSettings, get_settings
 from services.code_search import vectors
 from services.code_search.embeddings import EmbeddingConfig, EmbeddingError, embed
 from services.code_search.pipeline import file_key
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 FILES_PER_STEP = 32  # files whose rows are written together (what a failure loses at most)
 QUERY_COOLDOWN_SECONDS = 30.0  # after a failed question embedding, questions skip the endpoint this long
 
-# One chunk of a file as the index holds it: (line, end_line, qualified symbol, text).
-ChunkText = tuple[int, int, str, str]
+# One chunk of a file as the index holds it: (first line, qualified symbol, text).
+ChunkText = tuple[int, str, str]
 ChunksOf = Callable[[list[str]], dict[str, list[ChunkText]]]
 
 
@@ -82,19 +82,20 @@ def sync(repo: str, indexed: dict[str, str], chunks_of: ChunksOf, directory: Pat
     target.forget_files(gone)
     summary.removed = len(gone)
     todo = sorted(key for key, content_hash in wanted.items() if have.get(key) != (content_hash, cfg.label))
-    for start in range(0, len(todo), FILES_PER_STEP):
-        keys = todo[start : start + FILES_PER_STEP]
-        try:
-            written = _embed_files(target, cfg, repo, keys, wanted, chunks_of, settings.embeddings_batch,
-                                   settings.embeddings_timeout, settings.embeddings_concurrency)
-        except EmbeddingError as exc:
-            summary.error = str(exc)
-            summary.pending = len(todo) - start
-            log.warning("semantic index of %s incomplete (%d files pending): %s", repo, summary.pending, exc)
-            break
-        summary.files += len(keys)
-        summary.chunks += written[0]
-        summary.sent += written[1]
+    # A few requests in flight: the endpoint's latency, not our CPU, is what a full index waits on.
+    with ThreadPoolExecutor(max_workers=settings.embeddings_concurrency, thread_name_prefix="embed") as pool:
+        for start in range(0, len(todo), FILES_PER_STEP):
+            keys = todo[start : start + FILES_PER_STEP]
+            try:
+                written = _embed_files(target, cfg, repo, keys, wanted, chunks_of, settings, pool)
+            except EmbeddingError as exc:
+                summary.error = str(exc)
+                summary.pending = len(todo) - start
+                log.warning("semantic index of %s incomplete (%d files pending): %s", repo, summary.pending, exc)
+                break
+            summary.files += len(keys)
+            summary.chunks += written[0]
+            summary.sent += written[1]
     if gone or todo:
         target.collect_garbage()
     return summary
@@ -107,9 +108,8 @@ def _embed_files(
     keys: list[str],
     wanted: dict[str, str],
     chunks_of: ChunksOf,
-    batch: int,
-    timeout: float,
-    concurrency: int,
+    settings: SearchSettings,
+    pool: ThreadPoolExecutor,
 ) -> tuple[int, int]:
     texts = chunks_of(keys)
     rows: dict[str, tuple[str, str, list[ChunkRow]]] = {}
@@ -117,27 +117,27 @@ def _embed_files(
     for key in keys:
         path = key.partition("\x00")[2]
         chunk_rows = []
-        for line, end_line, symbol, text in texts.get(key, []):
+        for line, symbol, text in texts.get(key, []):
             value = embedding_input(path, symbol, text)
             d = vectors.digest(cfg.label, value)
             inputs.setdefault(d, value)
-            chunk_rows.append(ChunkRow(key, line, end_line, d))
+            chunk_rows.append(ChunkRow(key, line, d))
         rows[key] = (wanted[key], cfg.label, chunk_rows)
     known = target.known_digests(list(inputs))
     missing = [d for d in inputs if d not in known]
+    batch, timeout = settings.embeddings_batch, settings.embeddings_timeout
     parts = [missing[start : start + batch] for start in range(0, len(missing), batch)]
-    # A few requests in flight: the endpoint's latency, not our CPU, is what a full index waits on.
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(parts) or 1))) as pool:
-        # Each request in the caller's trace context (a span per request, under the indexing run's).
-        futures = [pool.submit(contextvars.copy_context().run, embed, cfg, [inputs[d] for d in part], timeout)
-                   for part in parts]
-        try:
-            for part, future in zip(parts, futures, strict=True):
-                target.add_vectors(part, future.result())
-        except BaseException:
-            # The first failure ends the step: requests not yet sent are not sent.
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    # Each request in the caller's trace context (a span per request, under the indexing run's).
+    futures = [pool.submit(contextvars.copy_context().run, embed, cfg, [inputs[d] for d in part], timeout)
+               for part in parts]
+    try:
+        for part, future in zip(parts, futures, strict=True):
+            target.add_vectors(part, future.result())
+    except BaseException:
+        # The first failure ends the run: requests not yet sent are not sent.
+        for future in futures:
+            future.cancel()
+        raise
     target.replace_files(repo, rows)
     return sum(len(r[2]) for r in rows.values()), len(missing)
 

@@ -2,7 +2,7 @@
 
 - ``vectors``: one row per distinct embedded text (digest of the model label and the text): a chunk whose
   text did not change is never embedded again, whichever file or run it comes back in;
-- ``chunks``: which vector each indexed chunk has (file key, first and last line);
+- ``chunks``: which vector each indexed chunk has (file key and first line: the chunk's identity in the index);
 - ``files``: the content hash each file's chunks were embedded at, so a file changed, added or missed
   by an earlier run (endpoint down) is embedded on the next one and nothing else is.
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (file_key TEXT PRIMARY KEY, repo TEXT NOT NULL, hash TEXT NOT NULL,
                                   label TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS files_repo ON files(repo);
-CREATE TABLE IF NOT EXISTS chunks (file_key TEXT NOT NULL, line INTEGER NOT NULL, end_line INTEGER NOT NULL,
-                                   digest BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (file_key TEXT NOT NULL, line INTEGER NOT NULL, digest BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_key);
 CREATE TABLE IF NOT EXISTS vectors (digest BLOB PRIMARY KEY, vec BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -44,7 +44,6 @@ def digest(label: str, text: str) -> bytes:
 class ChunkRow:
     file_key: str
     line: int
-    end_line: int
     digest: bytes
 
 
@@ -52,16 +51,14 @@ class ChunkRow:
 class Neighbour:
     file_key: str
     line: int
-    end_line: int
     score: float  # cosine similarity with the question
 
 
 class _Matrix:
-    def __init__(self, keys: list[str], lines: np.ndarray, ends: np.ndarray, repos: np.ndarray,
-                 names: list[str], matrix: np.ndarray) -> None:
+    def __init__(self, keys: list[str], lines: np.ndarray, repos: np.ndarray, names: list[str],
+                 matrix: np.ndarray) -> None:
         self.keys = keys
         self.lines = lines
-        self.ends = ends
         self.repos = repos  # index into names, per row
         self.names = names
         self.matrix = matrix
@@ -86,6 +83,13 @@ class VectorStore:
 
     # -- writing (the indexer, under its run lock) ------------------------------------------------
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking SQLite's write lock at once (a second writer waits, never fails late)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield self._db
+
     def embedded_files(self, repo: str) -> dict[str, tuple[str, str]]:
         """file key -> (content hash, model label) of the repository's embedded files."""
         with self._lock:
@@ -103,49 +107,42 @@ class VectorStore:
 
     def add_vectors(self, digests: Sequence[bytes], matrix: np.ndarray) -> None:
         rows = [(d, np.ascontiguousarray(matrix[i], dtype=np.float32).tobytes()) for i, d in enumerate(digests)]
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR IGNORE INTO vectors (digest, vec) VALUES (?, ?)", rows)
+        with self._transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO vectors (digest, vec) VALUES (?, ?)", rows)
 
     def replace_files(self, repo: str, files: dict[str, tuple[str, str, list[ChunkRow]]]) -> None:
         """Each file key -> (content hash, label, its chunks): the file's rows, all at once."""
         keys = list(files)
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             self._delete(keys)
-            self._db.executemany(
+            db.executemany(
                 "INSERT INTO files (file_key, repo, hash, label) VALUES (?, ?, ?, ?)",
                 [(key, repo, hash_, label) for key, (hash_, label, _rows) in files.items()],
             )
-            self._db.executemany(
-                "INSERT INTO chunks (file_key, line, end_line, digest) VALUES (?, ?, ?, ?)",
-                [(r.file_key, r.line, r.end_line, r.digest) for _h, _l, rows in files.values() for r in rows],
+            db.executemany(
+                "INSERT INTO chunks (file_key, line, digest) VALUES (?, ?, ?)",
+                [(r.file_key, r.line, r.digest) for _h, _l, rows in files.values() for r in rows],
             )
             self._bump()
 
     def forget_files(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             self._delete(keys)
             self._bump()
 
     def forget_repo(self, repo: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM chunks WHERE file_key IN (SELECT file_key FROM files WHERE repo = ?)",
-                             (repo,))
-            self._db.execute("DELETE FROM files WHERE repo = ?", (repo,))
+        with self._transaction() as db:
+            db.execute("DELETE FROM chunks WHERE file_key IN (SELECT file_key FROM files WHERE repo = ?)", (repo,))
+            db.execute("DELETE FROM files WHERE repo = ?", (repo,))
             self._bump()
         self.collect_garbage()
 
     def collect_garbage(self) -> int:
         """Drop the vectors no chunk uses any more (changed and deleted text); returns how many."""
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            cursor = self._db.execute("DELETE FROM vectors WHERE digest NOT IN (SELECT digest FROM chunks)")
-            return cursor.rowcount
+        with self._transaction() as db:
+            return db.execute("DELETE FROM vectors WHERE digest NOT IN (SELECT digest FROM chunks)").rowcount
 
     def counts(self) -> tuple[int, int]:
         """(chunks with a vector, distinct vectors stored)."""
@@ -179,24 +176,23 @@ class VectorStore:
             if loaded is not None and loaded[0] == version and loaded[1] == label:
                 return loaded[2]
             rows = self._db.execute(
-                "SELECT c.file_key, c.line, c.end_line, f.repo, v.vec FROM chunks c "
+                "SELECT c.file_key, c.line, f.repo, v.vec FROM chunks c "
                 "JOIN files f ON f.file_key = c.file_key JOIN vectors v ON v.digest = c.digest "
                 "WHERE f.label = ? ORDER BY c.file_key, c.line",
                 (label,),
             ).fetchall()
             matrix = None
             if rows:
-                width = len(rows[0][4])
-                usable = [row for row in rows if len(row[4]) == width]
-                names = sorted({row[3] for row in usable})
+                width = len(rows[0][3])
+                usable = [row for row in rows if len(row[3]) == width]
+                names = sorted({row[2] for row in usable})
                 number = {name: i for i, name in enumerate(names)}
                 matrix = _Matrix(
                     keys=[row[0] for row in usable],
                     lines=np.fromiter((row[1] for row in usable), dtype=np.int64, count=len(usable)),
-                    ends=np.fromiter((row[2] for row in usable), dtype=np.int64, count=len(usable)),
-                    repos=np.fromiter((number[row[3]] for row in usable), dtype=np.int32, count=len(usable)),
+                    repos=np.fromiter((number[row[2]] for row in usable), dtype=np.int32, count=len(usable)),
                     names=names,
-                    matrix=np.frombuffer(b"".join(row[4] for row in usable), dtype=np.float32).reshape(
+                    matrix=np.frombuffer(b"".join(row[3] for row in usable), dtype=np.float32).reshape(
                         len(usable), width // 4
                     ),
                 )
@@ -210,21 +206,17 @@ class VectorStore:
             return []
         scores = loaded.matrix @ vector
         if repos is not None:
-            allowed = [i for i, name in enumerate(loaded.names) if name in set(repos)]
+            wanted = set(repos)
+            allowed = [i for i, name in enumerate(loaded.names) if name in wanted]
             scores = np.where(np.isin(loaded.repos, allowed), scores, -np.inf)
         k = min(k, scores.shape[0])
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [
-            Neighbour(loaded.keys[i], int(loaded.lines[i]), int(loaded.ends[i]), float(scores[i]))
+            Neighbour(loaded.keys[i], int(loaded.lines[i]), float(scores[i]))
             for i in top
             if np.isfinite(scores[i])
         ]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
 
 _stores_lock = threading.Lock()
 _stores: dict[Path, VectorStore] = {}
@@ -232,18 +224,15 @@ _stores: dict[Path, VectorStore] = {}
 
 def open_store(directory: Path) -> VectorStore:
     """This process's store for an index directory (created empty on first use)."""
+    # Every question asks: the directory as given first (resolving it stats every path component).
+    store = _stores.get(directory)
+    if store is not None:
+        return store
     key = directory.resolve()
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
             key.mkdir(parents=True, exist_ok=True)
             store = _stores[key] = VectorStore(key)
+        _stores[directory] = store
         return store
-
-
-def close_stores() -> None:
-    """Tests and process state resets: the next ``open_store`` reopens from disk."""
-    with _stores_lock:
-        for store in _stores.values():
-            store.close()
-        _stores.clear()

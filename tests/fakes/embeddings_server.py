@@ -3,8 +3,8 @@
 The model is deterministic and small, and knows synonyms: every word of a group (``login``,
 ``credentials``, ``authenticate`` ...) lands on the group's own dimension, and any other word on one of
 the rest by its hash. Texts that share no word but a meaning then come out close — what a semantic
-search test needs to tell the semantic ranking from the lexical ones. Failures are scripted with
-``fail(...)`` (each consumes one request) or ``down`` (every request until cleared).
+search test needs to tell the semantic ranking from the lexical ones. ``down`` fails every request
+until cleared; a response scripted with ``raw`` answers the next one.
 """
 
 from __future__ import annotations
@@ -52,10 +52,6 @@ class FakeEmbeddings(OpenAICompatible):
     def __init__(self) -> None:
         super().__init__()
         self.down = False
-
-    def fail(self, status: int = 503, times: int = 1) -> None:
-        for _ in range(times):
-            self.raw(openai_error(status, "The engine is currently overloaded", "server_error", None))
 
     @property
     def inputs(self) -> list[str]:

@@ -203,8 +203,8 @@ with FakeEmbeddings() as fake:
     from libs.common import telemetry
     assert telemetry.setup("code_search")
     from services.code_search import semantic
-    chunks = {"r\\x00a.py": [(1, 2, "check_credentials", "def check_credentials(password): ...")],
-              "r\\x00b.py": [(1, 1, "", "RETRIES = 3")]}
+    chunks = {"r\\x00a.py": [(1, "check_credentials", "def check_credentials(password): ...")],
+              "r\\x00b.py": [(1, "", "RETRIES = 3")]}
     with telemetry.span("turn"):
         summary = semantic.sync("r", {"a.py": "h1", "b.py": "h2"}, lambda keys: {k: chunks[k] for k in keys},
                                 Path(sys.argv[1]))
