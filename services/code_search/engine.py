@@ -35,6 +35,7 @@ from libs.common.events import Hit
 from libs.common.settings import get_settings
 from services.code_search import grams, regex, semantic, syntax
 from services.code_search import query as query_parser
+from services.code_search.api_models import MAX_LIMIT
 from services.code_search.index import CodeIndex, RepoEntry, SymbolSpan, get_index
 from services.code_search.indexer import IndexSummary, index_repository, remove_repository
 from services.code_search.languages import EXTENSIONS, FILENAMES, detect
@@ -45,7 +46,6 @@ __all__ = ["FileGroup", "IndexSummary", "SearchResult", "index_repository", "rem
 
 log = logging.getLogger(__name__)
 
-MAX_LIMIT = 50
 DOC_TYPES = ("def", "chunk", "file", "repo", "grams")  # every doc_type the index holds (see index.py)
 RRF_K = 20  # top-heavy: measured better than the usual 60 on short candidate lists
 SYMBOL_CANDIDATES = 30

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from libs.common import telemetry
 from libs.common.api_keys import AUTH_RESPONSES, AdminKey, ErrorDetail
 from libs.common.settings import get_settings
-from services.code_search.api import (
+from services.code_search.api_models import (
     REPO_ERRORS,
     AddRepoBody,
     IndexAccepted,

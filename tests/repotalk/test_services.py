@@ -3,6 +3,9 @@ code_search worker (CODE_SEARCH_URL), with the same documented contract either w
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,19 @@ def test_code_search_unreachable_is_a_503_and_the_key_is_checked_first(
         assert added.status_code == 503
         # Nothing was done here: the gateway's own disk holds no index.
         assert not (get_settings().index_dir / "generations.json").exists()
+
+
+def test_the_forwarding_gateway_never_loads_the_search_engine(base_env: dict[str, str]) -> None:
+    # tantivy, numpy and the tree-sitter grammars cost the HTTP process about 25 MB that it never uses.
+    script = (
+        "import sys\n"
+        "from repotalk.services import extra_routers\n"
+        "from services.gateway.app import create_app\n"
+        "create_app(extra_routers=extra_routers(), start_relay=False).openapi()\n"
+        "print(sorted(m for m in ('tantivy', 'numpy', 'services.code_search.engine') if m in sys.modules))\n"
+    )
+    env = {**os.environ, **base_env, "CODE_SEARCH_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
