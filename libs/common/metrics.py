@@ -115,7 +115,8 @@ class QueueDepthCollector(Collector):
             import redis
 
             if self._client is None:
-                self._client = redis.Redis.from_url(self.broker_url, socket_timeout=1, socket_connect_timeout=1)
+                self._client = telemetry.instrument_redis(
+                    redis.Redis.from_url(self.broker_url, socket_timeout=1, socket_connect_timeout=1))
             pipe = self._client.pipeline(transaction=False)
             for queue in self.queues:
                 for key in self._keys(queue):

@@ -171,6 +171,13 @@ def setup(service: str, role: str = "worker") -> bool:
             from libs.common.telemetry_otlp import EncodingBatchSpanProcessor, FastOTLPSpanExporter
 
             provider.add_span_processor(EncodingBatchSpanProcessor(FastOTLPSpanExporter()))
+        if not os.environ.get("OTEL_PROPAGATORS", "").strip():
+            # W3C trace context alone: repotalk sets no baggage, and the default composite would look for it in
+            # every message, request and outbox row. OTEL_PROPAGATORS still chooses others.
+            from opentelemetry.propagate import set_global_textmap
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+            set_global_textmap(TraceContextTextMapPropagator())
         trace.set_tracer_provider(provider)
         _provider = provider
         _tracer = provider.get_tracer(TRACER_NAME)
@@ -181,23 +188,17 @@ def setup(service: str, role: str = "worker") -> bool:
 
 
 def _instrument_libraries() -> None:
-    """Redis and outbound HTTP (twilio goes through urllib3 or requests). openai and anthropic use httpx2, which
-    no instrumentation covers: ai_engine wraps each provider call in a span of its own (services/ai_engine/chain.py).
-    Celery is traced by the bus itself: ``publish_span`` and ``consume_span``."""
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    """Outbound HTTP (twilio goes through urllib3 or requests). openai and anthropic use httpx2, which no
+    instrumentation covers: ai_engine wraps each provider call in a span of its own (services/ai_engine/chain.py).
+    Celery is traced by the bus itself (``publish_span`` and ``consume_span``), and Redis client by client
+    (``instrument_redis``)."""
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 
-    for name, instrumentor in (
-        ("redis", RedisInstrumentor()),
-        ("requests", RequestsInstrumentor()),
-        ("urllib3", URLLib3Instrumentor()),
-    ):
+    for name, instrumentor in (("requests", RequestsInstrumentor()), ("urllib3", URLLib3Instrumentor())):
         if name not in _instrumented:
             instrumentor.instrument()
             _instrumented.add(name)
-            if name == "redis":
-                _redis_only_in_a_trace()
 
 
 def _only_in_a_trace(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -206,16 +207,28 @@ def _only_in_a_trace(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any
     return wrapped.__wrapped__(*args, **kwargs)  # the uninstrumented command
 
 
-def _redis_only_in_a_trace() -> None:
-    """Redis commands go through the instrumentation only inside a recording span (a turn's publish).
+def instrument_redis(client: Any) -> Any:
+    """Trace the commands of a Redis client of repotalk's own (queue depths, health), inside a recording span only.
 
-    Outside one, the instrumentation would still format every command, name a span and ask the sampler, only to
-    drop it. kombu polls, acknowledges and re-queues through Redis several times per task, and that work alone
-    cost about 6 ms of CPU per turn in bench/webhook, the largest part of tracing's cost."""
+    The broker's connections are not instrumented: a task's publish and run are already its spans, and kombu's
+    polls, acknowledgements and re-queues outside any turn would pass through the instrumentation several times
+    per task only to be dropped (instrumenting the redis package globally cost about 1 % of every worker's CPU
+    even with nothing sampled)."""
+    if _provider is None:
+        return client
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
     from wrapt import wrap_function_wrapper
 
-    for name in ("Redis.execute_command", "Pipeline.execute", "Pipeline.immediate_execute_command"):
-        wrap_function_wrapper("redis.client", name, _only_in_a_trace)
+    def pipeline(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        created = wrapped(*args, **kwargs)  # with the instrumentation's own wrappers
+        for name in ("execute", "immediate_execute_command"):
+            wrap_function_wrapper(created, name, _only_in_a_trace)
+        return created
+
+    RedisInstrumentor.instrument_client(client)
+    wrap_function_wrapper(client, "execute_command", _only_in_a_trace)
+    wrap_function_wrapper(client, "pipeline", pipeline)
+    return client
 
 
 def trace_engine(engine: Any) -> Any:
@@ -283,13 +296,52 @@ def instrument_app(app: Any) -> None:
     """Server spans for the FastAPI gateway, the inbound-webhook shortcut included (``app.inbound_asgi``)."""
     if _provider is None:
         return
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"])
     if hasattr(app, "inbound_asgi"):
-        app.inbound_asgi = OpenTelemetryMiddleware(app.serve_inbound, excluded_urls=EXCLUDED_URLS,
-                                                   exclude_spans=["receive", "send"])
+        app.inbound_asgi = server_span_asgi(app.serve_inbound)
+
+
+def server_span_asgi(app: Any) -> Any:
+    """``app`` (one ASGI endpoint: the inbound webhook, every message of every user) inside a server span with the
+    ASGI instrumentation's own request attributes and status handling, made without its middleware.
+
+    The middleware also keeps OpenTelemetry metrics (no meter provider here: Prometheus has them), checks excluded
+    URLs, runs hooks and wraps every ASGI message; for this endpoint that was most of the span's cost."""
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability,
+        _OpenTelemetryStabilitySignalType,
+    )
+    from opentelemetry.instrumentation.asgi import collect_request_attributes, set_status_code
+
+    # The attribute names the middleware would use (OTEL_SEMCONV_STABILITY_OPT_IN).
+    _OpenTelemetrySemanticConventionStability._initialize()
+    mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
+        _OpenTelemetryStabilitySignalType.HTTP)
+
+    async def traced(scope: Any, receive: Any, send: Any) -> None:
+        carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers") or ()
+                   if key in _TRACE_HEADERS}
+        with _tracer.start_as_current_span(
+            f"{scope['method']} {scope['path']}", context=extract(carrier) if carrier else None,
+            kind=SpanKind.SERVER, attributes=collect_request_attributes(scope, mode),
+        ) as current:
+            if not current.is_recording():
+                await app(scope, receive, send)
+                return
+
+            async def send_with_status(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    set_status_code(current, message["status"], sem_conv_opt_in_mode=mode)
+                await send(message)
+
+            await app(scope, receive, send_with_status)
+
+    return traced
+
+
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 def shutdown() -> None:
@@ -332,6 +384,28 @@ def set_attributes(current: Span | None, **attributes: Any) -> None:
                                 if v is not None})
 
 
+def event(name: str, **attributes: Any) -> None:
+    """An event on the current span (a retry, say), when it records."""
+    if _provider is not None:
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.add_event(name, {k: v for k, v in attributes.items() if v is not None})
+
+
+@contextmanager
+def suppressed() -> Iterator[None]:
+    """No instrumentation spans in the block: the span around it already records the call (a Twilio send's
+    HTTP request, a publish's LPUSH), and a child saying the same thing again would cost as much as the call."""
+    if _provider is None:
+        yield
+        return
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def annotate(**attributes: Any) -> None:
     """Attributes on the current span (the request's or the task's), when tracing is on."""
     if _provider is not None:
@@ -358,15 +432,17 @@ def publish_span(task: str, queue: str, event_type: str, event_id: str, correlat
         "repotalk.event.id": event_id,
         "repotalk.correlation_id": correlation_id,
     }
-    with _tracer.start_as_current_span(f"apply_async/{task}", kind=SpanKind.PRODUCER, attributes=attributes):
-        headers: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    parent = trace.get_current_span().get_span_context()
+    if parent.is_valid and not parent.trace_flags.sampled:
+        # A turn that is not sampled: no span to make, only its decision to pass on (the consumer's will follow it).
         inject(headers)
-        # The send is this span: the broker's LPUSH beneath it would be a second span saying the same thing.
-        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        try:
-            yield headers
-        finally:
-            otel_context.detach(token)
+        yield headers
+        return
+    with _tracer.start_as_current_span(f"apply_async/{task}", kind=SpanKind.PRODUCER, attributes=attributes), \
+            suppressed():  # the send is this span, not the broker's LPUSH beneath it
+        inject(headers)
+        yield headers
 
 
 @contextmanager
@@ -383,6 +459,15 @@ def consume_span(task: str, queue: str, request: Any, event_type: str, event_id:
     if "traceparent" not in carrier:
         yield None
         return
+    parent = extract(carrier)
+    if not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
+        # Not sampled: no span, but the handler runs in the turn's context, so its spans follow the decision too.
+        token = otel_context.attach(parent)
+        try:
+            yield None
+        finally:
+            otel_context.detach(token)
+        return
     attributes: dict[str, str | int] = {
         "messaging.system": "celery",
         "messaging.destination.name": queue,
@@ -393,7 +478,7 @@ def consume_span(task: str, queue: str, request: Any, event_type: str, event_id:
         "repotalk.delivery": int(getattr(request, "retries", 0) or 0) + 1,
     }
     # Exceptions are reported by the bus (mark_error with the type only): their messages may quote data.
-    with _tracer.start_as_current_span(f"run/{task}", context=extract(carrier), kind=SpanKind.CONSUMER,
+    with _tracer.start_as_current_span(f"run/{task}", context=parent, kind=SpanKind.CONSUMER,
                                        attributes=attributes, record_exception=False,
                                        set_status_on_exception=False) as current:
         yield current

@@ -20,6 +20,7 @@ import urllib3
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
+from libs.common import telemetry
 from libs.common.logs import redact
 from libs.common.settings import Settings, TwilioSettings, get_settings
 from services.gateway.twilio_http import KeepAliveHttpClient
@@ -148,6 +149,8 @@ def send_with_retries(
             delay = min(MAX_RETRY_DELAY, backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
             log.warning("send refused (%s, code %s), attempt %d of %d; retrying in %.2fs",
                         exc.http_status, exc.error_code, attempt, max_attempts, delay)
+            telemetry.event("send.retry", **{"repotalk.attempt": attempt, "http.response.status_code": exc.http_status,
+                                             "repotalk.error_code": exc.error_code, "repotalk.retry_in_s": delay})
             sleep(delay)
             if before_retry is not None:
                 before_retry()

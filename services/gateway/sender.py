@@ -370,7 +370,8 @@ def _send_chunk(channel: Channel, message: OutgoingMessage, chunk: _Chunk, setti
     attributes = {"repotalk.channel": channel.name, "repotalk.chunk.index": chunk.chunk_index,
                   "repotalk.chunk.count": chunk.chunk_count, "repotalk.chunk.chars": len(chunk.body),
                   "repotalk.template": chunk.template}
-    with telemetry.span("twilio.send_chunk", SpanKind.CLIENT, attributes) as current:
+    # The send is this span (retries are its events): the HTTP client span beneath it would record the same call.
+    with telemetry.span("twilio.send_chunk", SpanKind.CLIENT, attributes) as current, telemetry.suppressed():
         try:
             accepted = send_with_retries(
                 channel, message, settings.twilio.send_max_attempts, settings.twilio.send_backoff_base,

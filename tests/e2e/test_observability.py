@@ -166,6 +166,9 @@ def test_one_turn_is_one_trace_counted_by_every_service_and_charted_by_the_dashb
             found = wait_until(lambda: _turn_chain(span_file, sid), 30, "the whole turn's spans")
             chain, in_trace = found
             assert chain[0]["kind"] == "SERVER" and chain[0]["name"] == "POST /webhooks/twilio"
+            assert chain[0]["attributes"]["http.method"] == "POST" and chain[0]["attributes"]["http.status_code"] == 200
+            # The Twilio send is one client span: no HTTP span beneath it says the same again.
+            assert not [s for s in in_trace if s["parent_span_id"] == chain[-1]["span_id"]]
             assert _services_along(chain) == TURN, [(s["service"], s["name"]) for s in chain]
             pids = {(s["service"], s["resource"].get("repotalk.process")) for s in chain}
             assert ("gateway", "http") in pids and ("gateway", "worker") in pids

@@ -84,7 +84,8 @@ from sqlalchemy import create_engine, text
 from libs.common import telemetry
 
 assert telemetry.setup("processor")
-client = redis.Redis.from_url(sys.argv[2])
+client = telemetry.instrument_redis(redis.Redis.from_url(sys.argv[2]))
+broker = redis.Redis.from_url(sys.argv[2])  # a connection of kombu's, say: not instrumented
 engine = telemetry.trace_engine(create_engine("sqlite://"))
 asked = []
 sampler = telemetry._provider.sampler
@@ -96,6 +97,9 @@ with engine.connect() as conn:
 assert asked == [], asked
 with telemetry.span("turn"):
     client.ping()
+    broker.ping()
+    with telemetry.suppressed():  # a span of ours that records the call already (a Twilio send)
+        client.ping()
     with engine.connect() as conn:
         conn.execute(text("SELECT 2"))
 parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
@@ -107,6 +111,18 @@ with telemetry.consume_span("repotalk.processor.handle", "processor",
                             "search.completed", "e2", "SM1") as current:
     assert current is not None and current.is_recording()
     client.ping()
+unsampled = "00-" + "c" * 32 + "-" + "d" * 16 + "-00"
+with telemetry.consume_span("repotalk.processor.handle", "processor",
+                            SimpleNamespace(id="t3", retries=0, traceparent=unsampled),
+                            "message.received", "e3", "SM2") as none:
+    assert none is None  # a turn the gateway did not sample: no span here either...
+    with telemetry.span("inner"):  # ...nor in the handler...
+        client.ping()
+    with telemetry.publish_span("repotalk.code_search.handle", "code_search", "search.requested", "e4",
+                                "SM2") as headers:
+        assert headers == {"traceparent": unsampled}, headers  # ...and the decision travels on
+from opentelemetry.propagate import get_global_textmap
+assert type(get_global_textmap()).__name__ == "TraceContextTextMapPropagator"  # no baggage to look for
 telemetry.shutdown()
 '''
 
@@ -141,3 +157,4 @@ def test_redis_sql_and_tasks_are_traced_inside_a_turn_only(tmp_path: Path) -> No
     assert consumer["parent_span_id"] == "b" * 16
     assert consumer["attributes"]["repotalk.event.id"] == "e2" and consumer["attributes"]["repotalk.delivery"] == 2
     assert pings[1]["parent_span_id"] == consumer["span_id"]
+    assert "inner" not in by_name and all(s["trace_id"] != "c" * 32 for s in spans)
