@@ -63,29 +63,32 @@ def chat_from_row(row: Sequence[Any]) -> Chat:
 
 _ACTIVE = select(*CHAT_COLUMNS).where(SESSIONS.c.user_id == bindparam("uid"), SESSIONS.c.ended_at.is_(None))
 INSERT = insert(SESSIONS)
+# Each statement on one session names its user too. The driver prepares statements, and Postgres keeps the
+# generic plan it made when the table was young and unanalyzed: for "id = ? AND ended_at IS NULL" that plan
+# was a walk through every active session (the partial index holds exactly those), until autovacuum's next
+# ANALYZE. With the user's id, the active-session index finds the row at once whatever the statistics say.
+_ONE = (SESSIONS.c.id == bindparam("sid"), SESSIONS.c.user_id == bindparam("uid"))
 _END = (
     update(SESSIONS)
-    .where(SESSIONS.c.id == bindparam("sid"), SESSIONS.c.ended_at.is_(None))
+    .where(*_ONE, SESSIONS.c.ended_at.is_(None))
     .values(ended_at=bindparam("at", type_=SESSIONS.c.ended_at.type), end_reason=bindparam("reason"))
 )
 TOUCH = (
     update(SESSIONS)
-    .where(SESSIONS.c.id == bindparam("sid"), SESSIONS.c.ended_at.is_(None))
+    .where(*_ONE, SESSIONS.c.ended_at.is_(None))
     .values(last_activity_at=bindparam("at", type_=SESSIONS.c.last_activity_at.type))
 )
 # Touch and drop a confirmation that this message cancelled, in one statement.
 TOUCH_CLEAR = TOUCH.values(pending_action=None, pending_until=None)
 _SET_PENDING = (
     update(SESSIONS)
-    .where(SESSIONS.c.id == bindparam("sid"))
+    .where(*_ONE)
     .values(
         pending_action=bindparam("action"),
         pending_until=bindparam("until", type_=SESSIONS.c.pending_until.type),
     )
 )
-_SET_REPOS = update(SESSIONS).where(SESSIONS.c.id == bindparam("sid")).values(
-    repos=bindparam("scope", type_=SESSIONS.c.repos.type)
-)
+_SET_REPOS = update(SESSIONS).where(*_ONE).values(repos=bindparam("scope", type_=SESSIONS.c.repos.type))
 
 
 def idle_limit() -> timedelta:
@@ -99,7 +102,7 @@ def active_session(conn: Connection, user_id: str) -> Chat | None:
 
 def end_session(conn: Connection, chat: Chat, reason: str, now: datetime) -> None:
     """End an active session; raises Conflict when another transaction ended it first."""
-    result = conn.execute(_END, {"sid": chat.id, "at": now, "reason": reason})
+    result = conn.execute(_END, {"sid": chat.id, "uid": chat.user_id, "at": now, "reason": reason})
     if result.rowcount != 1:
         raise Conflict(f"session {chat.id} was ended concurrently")
 
@@ -204,7 +207,8 @@ def apply(conn: Connection, chosen: Plan, now: datetime) -> Chat:
     if chosen.how == "continue":
         assert chosen.found is not None
         clear = chosen.found.pending_action is not None and chosen.chat.pending_action is None
-        result = conn.execute(TOUCH_CLEAR if clear else TOUCH, {"sid": chosen.chat.id, "at": now})
+        result = conn.execute(TOUCH_CLEAR if clear else TOUCH,
+                              {"sid": chosen.chat.id, "uid": chosen.chat.user_id, "at": now})
         if result.rowcount != 1:
             raise Conflict(f"session {chosen.chat.id} was ended concurrently")
         return chosen.chat
@@ -222,20 +226,20 @@ def reset_session(conn: Connection, chat: Chat, now: datetime | None = None) -> 
     return start_session(conn, chat.user_id, now)
 
 
-def touch(conn: Connection, session_id: str | None, now: datetime | None = None) -> bool:
+def touch(conn: Connection, session_id: str | None, user_id: str, now: datetime | None = None) -> bool:
     """Move an active session's last activity to now; False when it is no longer active."""
     if session_id is None:
         return False
-    return conn.execute(TOUCH, {"sid": session_id, "at": now or utcnow()}).rowcount == 1
+    return conn.execute(TOUCH, {"sid": session_id, "uid": user_id, "at": now or utcnow()}).rowcount == 1
 
 
 def set_pending(conn: Connection, chat: Chat, action: str, until: datetime) -> Chat:
-    conn.execute(_SET_PENDING, {"sid": chat.id, "action": action, "until": until})
+    conn.execute(_SET_PENDING, {"sid": chat.id, "uid": chat.user_id, "action": action, "until": until})
     return replace(chat, pending_action=action, pending_until=until)
 
 
 def set_repos(conn: Connection, chat: Chat, repos: Sequence[str]) -> Chat:
-    conn.execute(_SET_REPOS, {"sid": chat.id, "scope": list(repos)})
+    conn.execute(_SET_REPOS, {"sid": chat.id, "uid": chat.user_id, "scope": list(repos)})
     return replace(chat, repos=list(repos))
 
 

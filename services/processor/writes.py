@@ -68,7 +68,7 @@ def join_and_insert(conn: Connection, plan: sessions.Plan, now: datetime, row: d
     if plan.how == "continue":
         assert plan.found is not None
         clear = plan.found.pending_action is not None and plan.chat.pending_action is None
-        params.update(sid=plan.chat.id, at=now)
+        params.update(sid=plan.chat.id, uid=plan.chat.user_id, at=now)
         if conn.execute(_continue_and_insert(clear), params).first() is None:
             raise sessions.Conflict(f"session {plan.chat.id} was ended concurrently")
     else:
@@ -82,7 +82,12 @@ def _answer_and_touch() -> Select[str | None, str]:
     answered = turns.ANSWER.cte("answered")
     touched = (
         update(SESSIONS)
-        .where(SESSIONS.c.id.in_(select(answered.c.session_id)), SESSIONS.c.ended_at.is_(None))
+        # The user's id too, as in sessions: a plan made while the table was empty must not walk it.
+        .where(
+            SESSIONS.c.id == select(answered.c.session_id).scalar_subquery(),
+            SESSIONS.c.user_id == select(answered.c.user_id).scalar_subquery(),
+            SESSIONS.c.ended_at.is_(None),
+        )
         .values(last_activity_at=bindparam("at", type_=SESSIONS.c.last_activity_at.type))
         .cte("touched")
     )
@@ -103,7 +108,7 @@ def answer(
     if not tx.autocommits(conn):
         recorded = turns.record_answer(conn, correlation_id, text, answerer, citations, now)
         if recorded is not None:
-            sessions.touch(conn, recorded.session_id, now)
+            sessions.touch(conn, recorded.session_id, recorded.user_id, now)
         return recorded
     params = turns.answer_params(correlation_id, encrypt(text), answerer, citations, now)
     row = conn.execute(_answer_and_touch(), {**params, "at": now}).first()

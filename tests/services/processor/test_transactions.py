@@ -108,3 +108,37 @@ def test_a_turn_takes_one_read_and_one_write_per_event_on_postgres(database: str
         with _counting("before_cursor_execute") as statements:
             reply_of(deliver(ai_response(sid, "after 30 idle minutes")))
         assert statements[0] == (1 if merged else 2)
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_session_writes_find_their_row_by_index_even_with_a_plan_made_on_an_empty_table(database: str) -> None:
+    """Postgres keeps a prepared statement's generic plan, made while chat_sessions was young and unanalyzed,
+    until the next ANALYZE. Each session write must find its row through an index even with that plan: one
+    that walked every active session cost a bench run time in proportion to the users seen so far."""
+    from sqlalchemy.dialects import postgresql
+
+    from services.processor import writes
+
+    statements = {
+        "touch": sessions.TOUCH,
+        "end": sessions._END,
+        "answer": writes._answer_and_touch(),
+        "continue": writes._continue_and_insert(False),
+    }
+    with get_engine().connect() as conn:
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        for name, statement in statements.items():
+            compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+            names = list(dict.fromkeys(compiled.positiontup or [])) or list(compiled.params)
+            sql = str(compiled)
+            for i, key in enumerate(names, 1):
+                sql = sql.replace(f"%({key})s", f"${i}")
+            conn.exec_driver_sql(f"PREPARE p_{name} AS {sql}")
+            plan = "\n".join(row[0] for row in conn.exec_driver_sql(
+                f"EXPLAIN EXECUTE p_{name}({', '.join('NULL' for _ in names)})"))
+            lines = plan.splitlines()
+            scans = [i for i, line in enumerate(lines) if "Scan" in line and "on chat_sessions" in line]
+            assert scans, (name, plan)
+            for i in scans:  # an index scan with a condition on the index, never a walk through it
+                assert "Index" in lines[i] and "Index Cond" in lines[i + 1], (name, plan)
+        conn.rollback()
