@@ -10,7 +10,8 @@ reply accepted by "Twilio"), lost and duplicated replies and each process's RSS,
 --tracing otlp runs every process with OpenTelemetry on, exporting OTLP/HTTP to a local sink (a stand-in
 for the collector that accepts and counts the batches); --tracing file writes JSON-lines spans instead. Run
 once with and once without to read the throughput and CPU cost of tracing. --sample-ratio 0.1 traces one
-turn in ten (TRACE_SAMPLE_RATIO; every span of a sampled turn is kept, the others cost almost nothing).
+turn in ten (TRACE_SAMPLE_RATIO; every span of a sampled turn is kept, the others cost almost nothing);
+--max-per-second N caps the traced turns a second (TRACE_MAX_PER_SECOND, default 50; 0 traces every turn).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bench.common import (  # noqa: E402
     scratch_redis_prefix,
 )
 from libs.common.lifecycle import reset_process_state  # noqa: E402
+from libs.common.settings import TelemetrySettings  # noqa: E402
 from repotalk.client import signed_webhook, webhook_params  # noqa: E402
 from repotalk.stack import Stack  # noqa: E402
 from tests.fakes.twilio_server import FakeTwilio  # noqa: E402
@@ -178,6 +180,8 @@ def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
                         help="sample every process's RSS this often (s) and print the trend; 0: start and end only")
     parser.add_argument("--sample-ratio", type=float, default=1.0,
                         help="TRACE_SAMPLE_RATIO with tracing on: the share of turns traced")
+    parser.add_argument("--max-per-second", type=float, default=None,
+                        help="TRACE_MAX_PER_SECOND with tracing on (default: the setting's own, 50; 0: every turn)")
     parser.add_argument("--tracing", choices=["off", "otlp", "file"], default="off",
                         help="OpenTelemetry in every process: off, OTLP/HTTP to a local sink, or a JSON-lines file")
     return parser
@@ -212,6 +216,8 @@ def run(args: argparse.Namespace) -> None:
         span_file = Path(tmp) / "spans.jsonl"
         if args.tracing != "off":
             env["TRACE_SAMPLE_RATIO"] = str(args.sample_ratio)
+            if args.max_per_second is not None:
+                env["TRACE_MAX_PER_SECOND"] = str(args.max_per_second)
         if sink is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
         elif args.tracing == "file":
@@ -308,8 +314,10 @@ def run(args: argparse.Namespace) -> None:
             trail = " ".join(f"{mb:.0f}" for _, mb in samples)
             print(f"  {name:<12} {sampler.slope_mb_per_min(name):+6.2f} MB/min   {trail}")
     if sink is not None:
-        print(f"\ntracing: {args.sample_ratio:.0%} of turns sampled; OTLP/HTTP to a local sink: {sink.requests} "
-              f"export requests, {sink.bytes / 1e6:.1f} MB "
+        cap = args.max_per_second if args.max_per_second is not None else TelemetrySettings().max_traces_per_second
+        limit = f"at most {cap:g} a second" if cap > 0 else "no cap"
+        print(f"\ntracing: {args.sample_ratio:.0%} of turns sampled, {limit}; OTLP/HTTP to a local sink: "
+              f"{sink.requests} export requests, {sink.bytes / 1e6:.1f} MB "
               f"({sink.bytes / max(1, len(answered)) / 1000:.1f} kB per answered message)")
     elif args.tracing == "file":
         per_message = max(1, len(answered))

@@ -465,6 +465,12 @@ class TelemetrySettings(_Base):
         le=1.0,
         description="share of turns traced (a turn's services follow the webhook's decision)",
     )
+    max_traces_per_second: float = Field(
+        50.0,
+        alias="TRACE_MAX_PER_SECOND",
+        ge=0.0,
+        description="at most this many turns a second traced, per gateway process (0: no cap); every turn below it",
+    )
     metrics_multiproc_dir: str = Field(
         "",
         alias="PROMETHEUS_MULTIPROC_DIR",

@@ -18,7 +18,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -108,24 +109,52 @@ def span_record(span: Any) -> dict[str, Any]:
     }
 
 
-def _root_sampler(ratio: float) -> Any:
-    """Start a trace only at a request (or a span of our own), ``ratio`` of them. Dropped as roots: database,
-    Redis and HTTP calls outside any request (the outbox sweep, Celery polling the broker), and tasks that
-    arrive without trace context (analytics' batches, which mix many turns): they are most of the spans
-    and none of the turns."""
+class RateLimit:
+    """A token bucket: ``take`` grants at most ``rate`` a second, and a burst of up to ``rate`` after a quiet spell."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.tokens = rate
+        self.stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1.0 - 1e-9:  # a turn exactly on the rate is not refused for a rounding error
+                self.tokens -= 1.0
+                return True
+            return False
+
+
+def _root_sampler(ratio: float, max_per_second: float = 0.0, clock: Callable[[], float] = time.monotonic) -> Any:
+    """Start a trace only at a request (or a span of our own), ``ratio`` of them and at most ``max_per_second``
+    (0: no cap). Dropped as roots: database, Redis and HTTP calls outside any request (the outbox sweep), and
+    tasks that arrive without trace context (analytics' batches, which mix many turns): they are most of the
+    spans and none of the turns.
+
+    The cap bounds what tracing costs under a flood (in bench/webhook every turn traced cost about a tenth of the
+    throughput) while a team's ordinary traffic, far below it, is traced turn by turn."""
     from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 
     ratio_sampler = TraceIdRatioBased(ratio)
+    limit = RateLimit(max_per_second, clock) if max_per_second > 0 else None
 
     class RootKindSampler(Sampler):
         def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
                           attributes: Any = None, links: Any = None, trace_state: Any = None) -> Any:
             if kind in (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER):
                 return SamplingResult(Decision.DROP)
-            return ratio_sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+            result = ratio_sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+            if limit is not None and result.decision is Decision.RECORD_AND_SAMPLE and not limit.take():
+                return SamplingResult(Decision.DROP)
+            return result
 
         def get_description(self) -> str:
-            return f"RootKindSampler({ratio})"
+            return f"RootKindSampler({ratio}, at most {max_per_second or 'any'}/s)"
 
     return RootKindSampler()
 
@@ -156,7 +185,8 @@ def setup(service: str, role: str = "worker") -> bool:
             "repotalk.process": role,
         })
         provider = TracerProvider(resource=resource,
-                                  sampler=ParentBased(root=_root_sampler(settings.telemetry.sample_ratio)))
+                                  sampler=ParentBased(root=_root_sampler(settings.telemetry.sample_ratio,
+                                                                            settings.telemetry.max_traces_per_second)))
         exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
         trace_file = settings.telemetry.trace_file
         if trace_file:

@@ -76,6 +76,27 @@ def test_the_root_sampler_keeps_requests_and_drops_stray_calls_and_batches() -> 
     assert telemetry._root_sampler(0.0).should_sample(None, 1234, "x", SpanKind.SERVER).decision is Decision.DROP
 
 
+def test_at_most_so_many_turns_a_second_are_traced_and_every_one_below_that() -> None:
+    from opentelemetry.sdk.trace.sampling import Decision
+
+    now = [100.0]
+    sampler = telemetry._root_sampler(1.0, max_per_second=3, clock=lambda: now[0])
+    traced = lambda: sampler.should_sample(None, 1234, "x", SpanKind.SERVER).decision is Decision.RECORD_AND_SAMPLE  # noqa: E731
+    assert [traced() for _ in range(5)] == [True, True, True, False, False]  # a burst: three, then none
+    now[0] += 1 / 3
+    assert [traced(), traced()] == [True, False]  # a third of a second later, one more
+    now[0] += 60
+    assert sum(traced() for _ in range(10)) == 3  # a quiet minute saves up no more than a second's worth
+    for _ in range(30):  # a steady three a second, below the cap: every one traced
+        now[0] += 1 / 3
+        assert traced()
+    # The cap applies to what the ratio keeps; and without a cap, every turn the ratio keeps is traced.
+    assert not telemetry._root_sampler(0.0, max_per_second=3).should_sample(None, 1, "x", SpanKind.SERVER).decision \
+        .is_sampled()
+    uncapped = telemetry._root_sampler(1.0, max_per_second=0)
+    assert all(uncapped.should_sample(None, 1, "x", SpanKind.SERVER).decision.is_sampled() for _ in range(1000))
+
+
 CHILD = r'''
 import json, sys
 from types import SimpleNamespace
