@@ -353,13 +353,14 @@ def server_span_asgi(app: Any) -> Any:
     async def traced(scope: Any, receive: Any, send: Any) -> None:
         carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers") or ()
                    if key in _TRACE_HEADERS}
+        # Attributes only for a span that records (the sampler does not read them): most turns may not be traced.
         with _tracer.start_as_current_span(
-            f"{scope['method']} {scope['path']}", context=extract(carrier) if carrier else None,
-            kind=SpanKind.SERVER, attributes=collect_request_attributes(scope, mode),
+            f"{scope['method']} {scope['path']}", context=extract(carrier) if carrier else None, kind=SpanKind.SERVER,
         ) as current:
             if not current.is_recording():
                 await app(scope, receive, send)
                 return
+            current.set_attributes(collect_request_attributes(scope, mode))
 
             async def send_with_status(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -403,6 +404,10 @@ def span(name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str,
     """A span around a block, or nothing at all when tracing is off."""
     if _provider is None:
         yield None
+        return
+    parent = trace.get_current_span().get_span_context()
+    if parent.is_valid and not parent.trace_flags.sampled:
+        yield None  # inside a turn that is not traced: its spans would be dropped one by one
         return
     with _tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
         yield current
