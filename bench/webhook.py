@@ -184,6 +184,7 @@ def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
                         help="TRACE_MAX_PER_SECOND with tracing on (default: the setting's own, 50; 0: every turn)")
     parser.add_argument("--tracing", choices=["off", "otlp", "file"], default="off",
                         help="OpenTelemetry in every process: off, OTLP/HTTP to a local sink, or a JSON-lines file")
+    parser.add_argument("--json", default="", help="also write the figures to this file (bench/tracing_cost)")
     return parser
 
 
@@ -307,6 +308,9 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {name:<12} {rss_start[name]:7.1f} -> {rss_end.get(name, float('nan')):7.1f}   {cpu_ms:6.2f} ms")
     total_cpu = sum(cpu_end[n] - cpu_start[n] for n in cpu_start) * 1000 / max(1, len(answered))
     print(f"  {'all services':<12} {'':>18}   {total_cpu:6.2f} ms")
+    if args.json:
+        figures = {row.metric: row.measured for row in rows} | {"cpu_ms_per_message": total_cpu}
+        Path(args.json).write_text(json.dumps(figures))
     print(f"  {'this bench':<12} {'(load + fake Twilio)':>18}   {bench_cpu * 1000 / max(1, len(answered)):6.2f} ms")
     if args.rss_every > 0:
         print(f"\nRSS (MB) every {args.rss_every:.0f} s, and its slope over the second half of the run (MB/min):")
