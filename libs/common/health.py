@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from libs.common import db, telemetry
+from libs.common import db
 from libs.common.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ def broker_reachable(url: str, timeout: float = CHECK_TIMEOUT) -> bool:
         if url.startswith(("redis://", "rediss://", "unix://")):
             import redis
 
-            client = telemetry.instrument_redis(
-                redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout))
+            client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
             try:
                 return bool(client.ping())
             finally:

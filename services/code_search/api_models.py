@@ -9,8 +9,7 @@ from pydantic import BaseModel, Field
 
 from libs.common.api_keys import AUTH_RESPONSES, ErrorDetail
 from libs.common.events import Hit
-
-MAX_LIMIT = 50  # hits per search at most
+from services.code_search.query import MAX_LIMIT
 
 
 class SearchBody(BaseModel):

@@ -35,7 +35,6 @@ from libs.common.events import Hit
 from libs.common.settings import get_settings
 from services.code_search import grams, regex, semantic, syntax
 from services.code_search import query as query_parser
-from services.code_search.api_models import MAX_LIMIT
 from services.code_search.index import CodeIndex, RepoEntry, SymbolSpan, get_index
 from services.code_search.indexer import IndexSummary, index_repository, remove_repository
 from services.code_search.languages import EXTENSIONS, FILENAMES, detect
@@ -135,7 +134,7 @@ def search(query: str, repos: Sequence[str] | None = None, limit: int = 8, mode:
         parsed = syntax.parse_search(text, mode)
     except syntax.QueryError as exc:
         return _fail(started, exc.code, exc.message)
-    limit = max(1, min(int(limit), MAX_LIMIT))
+    limit = max(1, min(int(limit), query_parser.MAX_LIMIT))
 
     index = get_index()
     known = index.repositories()

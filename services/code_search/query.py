@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 MAX_QUERY_CHARS = 1000
+MAX_LIMIT = 50  # hits per search at most
 
 
 def _wordset(text: str) -> frozenset[str]:
