@@ -9,17 +9,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import numpy as np
 from opentelemetry.trace import SpanKind
 
 from libs.common import telemetry
 from libs.common.settings import SearchSettings
 
 if TYPE_CHECKING:
+    import numpy as np
     import openai
 
-# ``openai`` is imported on first use: it weighs about 45 MB of RSS, which a code_search worker without
-# an embeddings endpoint (the default) should not carry.
+# ``openai`` and ``numpy`` are imported on first use: they weigh about 45 and 20 MB of RSS, which a
+# code_search worker without an embeddings endpoint (the default) should not carry.
 
 # The SDK insists on a key; local servers mostly ignore it.
 LOCAL_PLACEHOLDER_KEY = "local"
@@ -78,6 +78,8 @@ def _describe(exc: Exception) -> str:
 
 def embed(config: EmbeddingConfig, texts: Sequence[str], timeout: float) -> np.ndarray:
     """One request: a (len(texts), dims) float32 array of unit vectors, in the order of ``texts``."""
+    import numpy as np
+
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     # The openai SDK speaks through httpx2, which no OpenTelemetry instrumentation covers: a client span of ours.
@@ -92,6 +94,7 @@ def embed(config: EmbeddingConfig, texts: Sequence[str], timeout: float) -> np.n
 
 
 def _embed(config: EmbeddingConfig, texts: Sequence[str], timeout: float) -> np.ndarray:
+    import numpy as np
     import openai
 
     # An empty input is refused by the API; a single space embeds as "nothing in particular".

@@ -19,14 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from libs.common.settings import SearchSettings, get_settings
 from services.code_search import vectors
 from services.code_search.embeddings import EmbeddingConfig, EmbeddingError, embed
 from services.code_search.pipeline import file_key
 from services.code_search.vectors import ChunkRow, Neighbour, VectorStore
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where vectors are handled: a code_search worker without embeddings never loads it.
 
 FILENAME = "vectors-v1.sqlite"
 _PARAMS = 500  # bound parameters per statement (SQLite's limit is 999 on old builds)
@@ -106,6 +110,8 @@ class VectorStore:
         return found
 
     def add_vectors(self, digests: Sequence[bytes], matrix: np.ndarray) -> None:
+        import numpy as np
+
         rows = [(d, np.ascontiguousarray(matrix[i], dtype=np.float32).tobytes()) for i, d in enumerate(digests)]
         with self._transaction() as db:
             db.executemany("INSERT OR IGNORE INTO vectors (digest, vec) VALUES (?, ?)", rows)
@@ -170,6 +176,8 @@ class VectorStore:
         return int(row[0]) if row else 0
 
     def _matrix(self, label: str) -> _Matrix | None:
+        import numpy as np
+
         with self._lock:
             version = self._version()
             loaded = self._loaded
@@ -201,6 +209,8 @@ class VectorStore:
 
     def nearest(self, label: str, vector: np.ndarray, repos: Sequence[str] | None, k: int) -> list[Neighbour]:
         """The ``k`` chunks closest to ``vector`` among ``repos`` (every repository when None)."""
+        import numpy as np
+
         loaded = self._matrix(label)
         if loaded is None or k <= 0 or loaded.matrix.shape[1] != vector.shape[0]:
             return []

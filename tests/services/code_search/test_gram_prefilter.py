@@ -3,6 +3,10 @@ the literal text the pattern fixes, and finds exactly what a search of the whole
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +55,40 @@ def test_a_bitmap_holds_every_trigram_of_its_text() -> None:
     assert table.matching([grams.buckets(["COMPARE_DIGEST"])]) == ["r\x00a.py"]  # lowercased on both sides
     assert table.matching([grams.buckets(["zzqqxx"]), grams.buckets(["to see"])]) == ["r\x00b.py"]
     assert grams.GramTable([], []).matching([grams.buckets(["abc"])]) == []
+
+
+def test_the_table_matches_exactly_the_rows_holding_every_bucket_of_an_alternative() -> None:
+    # Rows and buckets at random, against the definition read bit by bit: every bit position of a byte, the
+    # first and last rows, alternatives that share buckets or match nothing.
+    rng = random.Random(7)
+    rows = [bytes(rng.choice((0, 0xFF, rng.randrange(256))) for _ in range(grams.ROW_BYTES)) for _ in range(61)]
+    keys = [f"r\x00{i}.py" for i in range(len(rows))]
+    table = grams.GramTable(keys, rows)
+
+    def holds(row: bytes, wanted: list[int]) -> bool:
+        return all(row[b >> 3] & (0x80 >> (b & 7)) for b in wanted)
+
+    for _ in range(300):
+        alternatives = [rng.sample(range(grams.BUCKETS), rng.randint(1, 4)) for _ in range(rng.randint(1, 3))]
+        expected = [key for key, row in zip(keys, rows, strict=True) if any(holds(row, w) for w in alternatives)]
+        assert table.matching(alternatives) == expected
+
+
+def test_a_replica_without_embeddings_searches_without_loading_numpy(database: str, sample_repo: Path) -> None:
+    # numpy costs a code_search process about 20 MB; only indexing and semantic search need it.
+    index_repository(sample_repo)
+    script = (
+        "import sys\n"
+        "from services.code_search import worker\n"
+        "from services.code_search.engine import search\n"
+        "assert search('where is the webhook signature verified?').hits\n"
+        "assert search('verify_twilio_signature', mode='pattern').hits\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
 
 
 def _unfiltered(monkeypatch: pytest.MonkeyPatch, query: str) -> set[tuple[str, int]]:
