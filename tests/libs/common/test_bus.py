@@ -18,7 +18,7 @@ def _received(sid: str) -> Envelope:
     return Envelope.new(payload, correlation_id=sid, source="test")
 
 
-def _roundtrip(one_worker: bool = False) -> None:
+def _roundtrip(one_worker: bool = False, publish_first: bool = False) -> None:
     app = bus.get_celery()
     seen: dict[Service, list[str]] = {Service.PROCESSOR: [], Service.ANALYTICS: []}
     done = threading.Event()
@@ -34,12 +34,16 @@ def _roundtrip(one_worker: bool = False) -> None:
     for service in seen:
         bus.register_service(app, service, {EventType.MESSAGE_RECEIVED: recorder(service)})
     groups = [tuple(seen)] if one_worker else [(service,) for service in seen]
+    if publish_first:
+        bus.publish(_received("SM123"))
+        bus.flush_batches()
     for group in groups:
         worker = bus.EmbeddedWorker(app, *group)
         worker.start()
         workers.append(worker)
     try:
-        bus.publish(_received("SM123"))
+        if not publish_first:
+            bus.publish(_received("SM123"))
         assert done.wait(15), seen
         assert seen == {Service.PROCESSOR: ["SM123"], Service.ANALYTICS: ["SM123"]}
     finally:
@@ -56,6 +60,16 @@ def test_redis_broker_delivers_to_every_subscriber(
 ) -> None:
     apply_env(monkeypatch, BROKER_URL=REDIS_URL, BROKER_KEY_PREFIX=redis_prefix)
     _roundtrip(one_worker=True)
+
+
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+def test_an_event_published_before_any_worker_declared_its_queue_is_delivered(
+    broker: str, base_env: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Publishes do not declare queues (the consuming worker does): a fresh broker must still keep the task.
+    if broker == "redis":
+        apply_env(monkeypatch, BROKER_URL=REDIS_URL, BROKER_KEY_PREFIX=request.getfixturevalue("redis_prefix"))
+    _roundtrip(one_worker=broker == "redis", publish_first=True)
 
 
 def test_capture_published_records_instead_of_sending(base_env: dict[str, str]) -> None:
