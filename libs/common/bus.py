@@ -7,12 +7,15 @@ Delivery is at least once (acks late, reject on worker loss, prefetch 1): handle
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 from celery import Celery, Task
@@ -24,11 +27,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from libs.common import metrics, telemetry
 from libs.common.events import (
     BATCHED_SUBSCRIBERS,
+    CONCURRENT_ITEMS,
     Envelope,
     EventType,
     MessageFailed,
     Service,
     batch_task_name,
+    many_task_name,
     subscribers,
     task_name,
 )
@@ -168,7 +173,13 @@ def publish(envelope: Envelope, app: Celery | None = None) -> None:
     app = app or get_celery()
     body = envelope.to_json()
     direct = [s for s in subscribers(envelope.type) if s not in BATCHED_SUBSCRIBERS]
-    if direct:
+    held = _held.get()
+    if direct and held is not None:
+        for service in direct:
+            with telemetry.publish_span(task_name(service), service.value, envelope.type.value, envelope.id,
+                                        envelope.correlation_id) as headers:
+                held.add(service, {"event": body, "headers": headers or {}})
+    elif direct:
         with app.producer_or_acquire() as producer:
             for service in direct:
                 name = task_name(service)
@@ -178,6 +189,58 @@ def publish(envelope: Envelope, app: Celery | None = None) -> None:
     for service in subscribers(envelope.type):
         if service in BATCHED_SUBSCRIBERS:
             batcher(app).add(service, body)
+
+
+class _Held:
+    """The tasks a ``coalescing`` block holds back: per subscriber, each event's body and trace headers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a batch's events may run side by side (CONCURRENT_ITEMS)
+        self.items: dict[Service, list[dict[str, Any]]] = {}
+
+    def add(self, service: Service, item: dict[str, Any]) -> None:
+        with self._lock:
+            self.items.setdefault(service, []).append(item)
+
+
+_held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("repotalk_held_tasks", default=None)
+
+
+@contextmanager
+def coalescing(app: Celery | None = None) -> Iterator[bool]:
+    """Hold back what is published inside the block and send it as the block ends, the events for one
+    subscriber together: up to HOP_BATCH_MAX to a task (``many_task_name``), an event alone as an ordinary task.
+
+    Every hop of a turn costs a task's worth of broker round trips and Celery bookkeeping, far more than most
+    handlers' own work; a burst (the outbox relay's pass, a batch's handlers) then pays it once per batch, and
+    the batch travels on together. Nothing is sent when the block raises: its caller retries the whole of it,
+    and handlers are idempotent. Nested blocks send with the outermost. Yields whether publishes are held (not
+    with HOP_BATCH_MAX=1, nor in a nested block)."""
+    settings = get_settings()
+    if _held.get() is not None or settings.broker.hop_batch_max <= 1:
+        yield False
+        return
+    held = _Held()
+    token = _held.set(held)
+    try:
+        yield True
+    finally:
+        _held.reset(token)
+    _send_held(app or get_celery(), held, settings.broker.hop_batch_max)
+
+
+def _send_held(app: Celery, held: _Held, limit: int) -> None:
+    if not held.items:
+        return
+    with app.producer_or_acquire() as producer:
+        for service, items in held.items.items():
+            for start in range(0, len(items), limit):
+                chunk = items[start : start + limit]
+                if len(chunk) == 1:
+                    _send(app, task_name(service), service.value, [chunk[0]["event"]], producer,
+                          chunk[0]["headers"] or None)
+                else:
+                    _send(app, many_task_name(service), service.value, [chunk], producer)
 
 
 class Batcher:
@@ -264,6 +327,28 @@ def flush_batches() -> None:
         _batcher.flush()
 
 
+def _run_handler(service: Service, handlers: Mapping[EventType, Handler], envelope: Envelope, request: Any,
+                 on_error: Callable[[Exception], None], batch_size: int | None = None) -> None:
+    """Run the event's handler under the consumer span its task's trace context gives (``request``: the task's
+    request, or an event's own headers in a batch); a failure is handed to ``on_error`` inside that span, so
+    what it publishes (a retry, message.failed) stays in the turn's trace."""
+    handler = handlers.get(envelope.type)
+    if handler is None:
+        return
+    with telemetry.consume_span(task_name(service), service.value, request, envelope.type.value, envelope.id,
+                                envelope.correlation_id) as current:
+        if batch_size is not None:
+            telemetry.set_attributes(current, **{"repotalk.batch.size": batch_size})
+        try:
+            handler(envelope)
+        except Exception as exc:
+            telemetry.mark_error(current, type(exc).__name__)
+            metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=False)
+            on_error(exc)
+        else:
+            metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=True)
+
+
 def register_service(
     app: Celery, service: Service, handlers: Mapping[EventType, Handler], batch_handler: BatchHandler | None = None
 ) -> Task:
@@ -277,19 +362,48 @@ def register_service(
         except Exception:
             log.error("dropping malformed event on %s queue", service.value)
             return
-        handler = handlers.get(envelope.type)
-        if handler is None:
-            return
-        with telemetry.consume_span(self.name, service.value, self.request, envelope.type.value, envelope.id,
-                                    envelope.correlation_id) as current:
-            try:
-                handler(envelope)
-            except Exception as exc:
-                telemetry.mark_error(current, type(exc).__name__)
-                metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=False)
-                _retry_or_report(self, service, [envelope], exc)
-            else:
-                metrics.record_hop(service.value, envelope.type.value, envelope.occurred_at, ok=True)
+        _run_handler(service, handlers, envelope, self.request,
+                     lambda exc: _retry_or_report(self, service, [envelope], exc))
+
+    if service not in BATCHED_SUBSCRIBERS:
+
+        @app.task(name=many_task_name(service), bind=True, shared=False, max_retries=MAX_TRANSIENT_RETRIES)
+        def handle_many(self: Task, items: list[dict[str, Any]]) -> None:
+            again: list[dict[str, Any]] = []  # the events to retry, when their handler failed transiently
+            retrying = self.request.retries < MAX_TRANSIENT_RETRIES
+
+            def run(item: dict[str, Any]) -> None:
+                try:
+                    envelope = Envelope.from_json(item["event"])
+                except Exception:
+                    log.error("dropping a malformed event from a %s batch", service.value)
+                    return
+                # Each event continues its own turn's trace with the span it would have had alone.
+                request = SimpleNamespace(**(item.get("headers") or {}), id=self.request.id,
+                                          retries=self.request.retries)
+
+                def on_error(exc: Exception) -> None:
+                    if retrying and is_transient(exc):
+                        again.append(item)
+                    else:
+                        _report(service, [envelope], exc)
+
+                _run_handler(service, handlers, envelope, request, on_error, batch_size=len(items))
+
+            with coalescing(app):
+                if service in CONCURRENT_ITEMS and len(items) > 1:
+                    # Each event in a context of its own, copied here: it holds the coalescing block's buffer.
+                    contexts = [contextvars.copy_context() for _ in items]
+                    list(_item_pool().map(lambda pair: pair[0].run(run, pair[1]), zip(contexts, items, strict=True)))
+                else:
+                    for item in items:
+                        run(item)
+            if again:
+                # The others are done: only these go round again, in one task of their own.
+                delay = _retry_delay(self)
+                log.warning("transient failure handling %d events of a batch on %s (attempt %d); retrying in %.1fs",
+                            len(again), service.value, self.request.retries + 1, delay)
+                raise self.retry(args=[again], countdown=delay)
 
     if service in BATCHED_SUBSCRIBERS:
 
@@ -318,21 +432,50 @@ def register_service(
     return handle
 
 
+def _label(envelopes: list[Envelope]) -> str:
+    first = envelopes[0] if envelopes else None
+    return f"{first.type.value} for {first.correlation_id}" if first else "an empty batch"
+
+
+def _retry_delay(task: Task) -> float:
+    """Exponential backoff with jitter, by the task's retries so far."""
+    return float(min(30.0, 0.5 * 2**task.request.retries) * (0.5 + random.random()))
+
+
 def _retry_or_report(task: Task, service: Service, envelopes: list[Envelope], exc: Exception) -> None:
     """Retry a transient failure with backoff and jitter; report anything else as message.failed."""
-    first = envelopes[0] if envelopes else None
-    label = f"{first.type.value} for {first.correlation_id}" if first else "an empty batch"
+    label = _label(envelopes)
     if is_transient(exc) and task.request.retries < MAX_TRANSIENT_RETRIES:
-        delay = min(30.0, 0.5 * 2**task.request.retries) * (0.5 + random.random())
+        delay = _retry_delay(task)
         log.warning("transient failure handling %s on %s (attempt %d): %s; retrying in %.1fs",
                     label, service.value, task.request.retries + 1, type(exc).__name__, delay)
         raise task.retry(exc=exc, countdown=delay) from exc
-    log.exception("handler for %s failed on %s", label, service.value)
+    _report(service, envelopes, exc)
+
+
+def _report(service: Service, envelopes: list[Envelope], exc: Exception) -> None:
+    """Log a failure that retrying cannot fix and tell each turn (message.failed: the user gets an apology)."""
+    label = _label(envelopes)
+    log.error("handler for %s failed on %s", label, service.value, exc_info=exc)
     if service in BATCHED_SUBSCRIBERS:
         return  # a bookkeeping subscriber's failure is not the user's turn failing
     for envelope in envelopes:
         if envelope.type is not EventType.MESSAGE_FAILED:
             report_failure(envelope, service, exc)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _item_pool() -> ThreadPoolExecutor:
+    """Threads for the events of a batch that run side by side (CONCURRENT_ITEMS), shared by the process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(2, get_settings().broker.hop_batch_max),
+                                       thread_name_prefix="batch-event")
+        return _pool
 
 
 def report_failure(envelope: Envelope, service: Service, exc: BaseException) -> None:

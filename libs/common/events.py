@@ -60,6 +60,11 @@ SUBSCRIPTIONS: dict[EventType, tuple[Service, ...]] = {
 # sends one task. Analytics sees every event without costing the turn a broker message per event.
 BATCHED_SUBSCRIBERS: frozenset[Service] = frozenset({Service.ANALYTICS})
 
+# Services whose handlers mostly wait (the LLM providers, ripgrep, Twilio): the events one task carries to them
+# (see bus.coalescing) run side by side, so a batch never makes one event wait for another's network call. The
+# others (the processor: short database transactions) run a batch's events in turn.
+CONCURRENT_ITEMS: frozenset[Service] = frozenset({Service.AI_ENGINE, Service.CODE_SEARCH, Service.GATEWAY})
+
 
 def subscribers(event_type: EventType) -> tuple[Service, ...]:
     return SUBSCRIPTIONS.get(event_type, ())
@@ -68,6 +73,11 @@ def subscribers(event_type: EventType) -> tuple[Service, ...]:
 def task_name(service: Service) -> str:
     """The Celery task that receives every event for a service (sent by name: no shared code)."""
     return f"repotalk.{service.value}.handle"
+
+
+def many_task_name(service: Service) -> str:
+    """The Celery task that receives several events for a service in one message (see bus.coalescing)."""
+    return f"repotalk.{service.value}.handle_many"
 
 
 def batch_task_name(service: Service) -> str:

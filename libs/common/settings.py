@@ -109,6 +109,11 @@ class BrokerSettings(_Base):
         0.05, alias="BROKER_BATCH_INTERVAL", description="seconds a process gathers analytics copies before sending"
     )
     batch_max: int = Field(500, alias="BROKER_BATCH_MAX", description="most events in one analytics batch")
+    hop_batch_max: int = Field(
+        8, alias="HOP_BATCH_MAX", ge=1,
+        description="most events one task carries from a service to the next when several are ready at once "
+                    "(a burst the outbox relay sends, and what a batch's handlers publish); 1: a task each",
+    )
     health_port: int = Field(
         0, alias="WORKER_HEALTH_PORT", description="port of a worker's /health, /ready and /metrics (0: none)"
     )
