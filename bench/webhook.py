@@ -5,7 +5,10 @@ offline answerer and replies sent through the twilio SDK to a local fake Twilio 
 Prints answered messages/s sustained, webhook ack p50/p95/p99, end-to-end p50/p95/p99 (webhook sent ->
 reply accepted by "Twilio"), lost and duplicated replies and each process's RSS, beside the goals.
 
-    .venv/bin/python bench/webhook.py [--rate 200] [--seconds 30] [--users 1000] [--tracing off|otlp|file]
+    .venv/bin/python bench/webhook.py [--rate 210] [--seconds 30] [--users 1000] [--tracing off|otlp|file]
+
+The default rate is a little over the 200/s goal: the answered rate counts up to the last reply, so it can only
+show the goal met when more than the goal is offered.
 
 --tracing otlp runs every process with OpenTelemetry on, exporting OTLP/HTTP to a local sink (a stand-in
 for the collector that accepts and counts the batches); --tracing file writes JSON-lines spans instead. Run
@@ -167,7 +170,7 @@ class OtlpSink:
 
 def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=200.0, help="webhooks per second offered")
+    parser.add_argument("--rate", type=float, default=210.0, help="webhooks per second offered")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the load lasts")
     parser.add_argument("--users", type=int, default=1000, help="distinct sender numbers")
     parser.add_argument("--concurrency", type=int, default=64, help="webhooks in flight at most")

@@ -103,7 +103,7 @@ def startup() -> None:
     """Open the index; index the repositories of ``REPOS`` (one failing does not stop the others); start
     converging to the catalog; serve the HTTP API on ``CODE_SEARCH_PORT`` if set."""
     global _api
-    get_index()
+    index = get_index()
     settings = get_settings()
     for name, path in parse_repos(settings.search.repos):
         try:
@@ -112,6 +112,7 @@ def startup() -> None:
             log.exception("could not index %s", name or path)
             continue
         log.info("indexed %s", summary.describe())
+    index.warm()
     reconciler.start()
     if settings.search.code_search_port and _api is None:
         _api = ApiServer(settings.app.host, settings.search.code_search_port)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from libs.common import db
 from libs.common.events import Envelope, EventType, Service
+from services.gateway.channels import TwilioChannel, channel_for
 from services.gateway.redaction import handle_redaction_due
 from services.gateway.retention import handle_retention_due
 from services.gateway.sender import deliver_reply
@@ -25,5 +26,10 @@ HANDLERS: dict[EventType, Callable[[Envelope], None]] = {
 
 
 def startup() -> None:
-    """Open the database pool once per worker process so the first reply does not pay for it."""
+    """Open the database pool, and make the Twilio client with the SDK's lazily imported REST modules, once
+    per worker process: the first reply would otherwise pay for both (imports hold the GIL, so the replies
+    being sent meanwhile wait too)."""
     db.get_engine()
+    channel = channel_for()
+    if isinstance(channel, TwilioChannel):
+        _ = channel.client.messages

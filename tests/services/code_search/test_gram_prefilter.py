@@ -169,3 +169,15 @@ def test_bitmaps_leave_with_their_file_and_never_reach_a_question(database: str,
     searcher = index.searcher()
     found = searcher.search(built, 100, count=False).hits
     assert found and all(searcher.doc(address).get_first("doc_type") != "grams" for _score, address in found)
+
+
+def test_warming_builds_what_the_first_searches_would(database: str, sample_repo: Path) -> None:
+    from libs.common.settings import get_settings
+    from services.code_search.index import CodeIndex
+
+    index_repository(sample_repo)
+    fresh = CodeIndex(get_settings().index_dir)  # a worker's handle at start: nothing loaded yet
+    assert fresh._grams is None and not fresh._paths
+    fresh.warm()
+    assert fresh._grams is not None and len(fresh._grams.keys) == len(fresh.indexed_paths("sample_repo"))
+    assert "sample_repo" in fresh._paths
