@@ -189,5 +189,12 @@ def replay(turn: turns.StoredTurn) -> list[Envelope]:
         request = turns.search_request(turn)
         if request is not None:
             return [outgoing.search(turn.correlation_id, request)]
-    # Answered or failed: the ai.response or message.failed handler sent the reply.
+    if turn.status == turns.ANSWERED:
+        # The reply.ready the answer published, again: it can be lost on its way to the gateway (a worker killed
+        # just as it took the task off the queue, before the broker counted it as taken). The gateway re-drives
+        # a turn without a reply through here, and its sender sends each chunk once, so a reply already sent is
+        # not sent again.
+        body = turns.answer_text(turn) or texts.EMPTY_ANSWER
+        return [outgoing.reply(turn.correlation_id, turn.user_id, body, "answer")]
+    # Failed: the message.failed handler sent the apology (re-publishing it would meet the failed send again).
     return []

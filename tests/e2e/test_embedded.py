@@ -135,3 +135,32 @@ def test_with_the_allow_list_a_listed_number_is_answered_and_a_stranger_refused(
     # The refusal went back in the webhook's own answer: nothing was sent to, or kept about, the stranger.
     assert _replies_to(twilio, stranger) == []
     assert _count(InboundMessage) == 1 and _count(Turn) == 1
+
+
+def test_a_reply_lost_on_its_way_to_the_sender_is_sent_after_the_redrive(
+    twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply.ready can vanish between the broker and the gateway (a worker killed just as it took the task off
+    the queue, before the broker counted it as taken). The gateway re-drives the turn, which has no reply, and the
+    processor, finding it answered, publishes the same reply again: it is sent once."""
+    from libs.common.events import Envelope, EventType
+    from services.gateway import worker as gateway_worker
+
+    apply_env(monkeypatch, TURN_REDRIVE_AFTER="1", OUTBOX_RELAY_INTERVAL="0.2")
+    send = gateway_worker.HANDLERS[EventType.REPLY_READY]
+    lost: list[str] = []
+
+    def lose_the_first(envelope: Envelope) -> None:
+        if not lost:
+            lost.append(envelope.id)
+            return
+        send(envelope)
+
+    monkeypatch.setitem(gateway_worker.HANDLERS, EventType.REPLY_READY, lose_the_first)
+    with embedded_server() as server:
+        assert post_webhook(server, QUESTION, SENDER, new_message_sid(), twilio.auth_token).status_code == 200
+        wait_until(lambda: _replies_to(twilio, SENDER), 30, "the reply, after the re-drive")
+        post_webhook(server, "/help", SENDER, new_message_sid(), twilio.auth_token)  # drains what is in flight
+        wait_until(lambda: len(_replies_to(twilio, SENDER)) >= 2, 30, "the /help reply")
+    assert lost
+    assert len([body for body in _replies_to(twilio, SENDER) if "security.py" in body]) == 1

@@ -126,9 +126,14 @@ def test_the_same_message_delivered_concurrently_is_handled_once(database: str) 
     assert [t.correlation_id for t in turns_of(ALICE)].count("SMdup") == 1
 
 
-def test_redelivered_question_after_its_answer_publishes_nothing(database: str) -> None:
-    sid = ask_and_answer("q", "a")
-    assert deliver(received(sid, "q")) == []
+def test_redelivered_question_after_its_answer_publishes_its_reply_again(database: str) -> None:
+    # The gateway re-drives a turn whose reply never reached it; the sender sends each chunk once.
+    sid = new_sid()
+    search_of(deliver(received(sid, "q")))
+    (first,) = deliver(ai_response(sid, "a"))
+    (again,) = deliver(received(sid, "q"))
+    assert again.type is EventType.REPLY_READY and again.id == first.id == derived_id(sid, EventType.REPLY_READY)
+    assert again.payload == first.payload
 
 
 def test_same_command_twice_sends_the_same_reply(database: str) -> None:
