@@ -3,10 +3,13 @@ settings pointed at them. Nothing is flushed that a test did not create."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,6 +19,21 @@ from libs.common.lifecycle import reset_process_state
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def queued_tasks(prefix: str, queue: str) -> list[tuple[str, Any]]:
+    """(task name, first argument) of every task waiting in a queue of the Redis broker, oldest first: an event's
+    JSON for an ordinary task, the list of events for a batch."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        raw = client.lrange(f"{prefix}{queue}", 0, -1)
+    finally:
+        client.close()
+    tasks = []
+    for message in reversed(raw):  # LPUSH: the newest first
+        decoded = json.loads(message)
+        tasks.append((decoded["headers"]["task"], json.loads(base64.b64decode(decoded["body"]))[0][0]))
+    return tasks
 
 
 def _pg_base() -> str:

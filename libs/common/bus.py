@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
@@ -174,25 +174,24 @@ def publish(envelope: Envelope, app: Celery | None = None) -> None:
     body = envelope.to_json()
     direct = [s for s in subscribers(envelope.type) if s not in BATCHED_SUBSCRIBERS]
     held = _held.get()
-    if direct and held is not None:
-        for service in direct:
-            with telemetry.publish_span(task_name(service), service.value, envelope.type.value, envelope.id,
-                                        envelope.correlation_id) as headers:
-                held.add(service, {"event": body, "headers": headers or {}})
-    elif direct:
-        with app.producer_or_acquire() as producer:
+    if direct:
+        # Inside a holding block the tasks wait for its send (one per subscriber for the whole block).
+        with nullcontext() if held is not None else app.producer_or_acquire() as producer:
             for service in direct:
                 name = task_name(service)
                 with telemetry.publish_span(name, service.value, envelope.type.value, envelope.id,
                                             envelope.correlation_id) as headers:
-                    _send(app, name, service.value, [body], producer, headers)
+                    if held is not None:
+                        held.add(service, {"event": body, "headers": headers or {}})
+                    else:
+                        _send(app, name, service.value, [body], producer, headers)
     for service in subscribers(envelope.type):
         if service in BATCHED_SUBSCRIBERS:
             batcher(app).add(service, body)
 
 
 class _Held:
-    """The tasks a ``coalescing`` block holds back: per subscriber, each event's body and trace headers."""
+    """The tasks a ``holding`` block holds back: per subscriber, each event's body and trace headers."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # a batch's events may run side by side (CONCURRENT_ITEMS)
@@ -202,45 +201,55 @@ class _Held:
         with self._lock:
             self.items.setdefault(service, []).append(item)
 
+    def send(self, app: Celery | None = None) -> None:
+        """The held events, per subscriber up to HOP_BATCH_MAX to a task (``many_task_name``), an event alone as
+        an ordinary task. Raises, as ``publish`` does, when the broker is unreachable."""
+        if not self.items:
+            return
+        app = app or get_celery()
+        limit = get_settings().broker.hop_batch_max
+        with app.producer_or_acquire() as producer:
+            for service, items in self.items.items():
+                for start in range(0, len(items), limit):
+                    chunk = items[start : start + limit]
+                    if len(chunk) == 1:
+                        _send(app, task_name(service), service.value, [chunk[0]["event"]], producer,
+                              chunk[0]["headers"] or None)
+                    else:
+                        _send(app, many_task_name(service), service.value, [chunk], producer)
+
 
 _held: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("repotalk_held_tasks", default=None)
 
 
 @contextmanager
-def coalescing(app: Celery | None = None) -> Iterator[bool]:
-    """Hold back what is published inside the block and send it as the block ends, the events for one
-    subscriber together: up to HOP_BATCH_MAX to a task (``many_task_name``), an event alone as an ordinary task.
+def holding() -> Iterator[_Held | None]:
+    """Hold back what is published inside the block, for the caller to ``send()`` once it ends, the events for
+    one subscriber together.
 
     Every hop of a turn costs a task's worth of broker round trips and Celery bookkeeping, far more than most
     handlers' own work; a burst (the outbox relay's pass, a batch's handlers) then pays it once per batch, and
-    the batch travels on together. Nothing is sent when the block raises: its caller retries the whole of it,
-    and handlers are idempotent. Nested blocks send with the outermost. Yields whether publishes are held (not
-    with HOP_BATCH_MAX=1, nor in a nested block)."""
-    settings = get_settings()
-    if _held.get() is not None or settings.broker.hop_batch_max <= 1:
-        yield False
+    the batch travels on together. Yields None when publishes go out at once: with HOP_BATCH_MAX=1, and inside
+    another holding block (the outer one sends them)."""
+    if _held.get() is not None or get_settings().broker.hop_batch_max <= 1:
+        yield None
         return
     held = _Held()
     token = _held.set(held)
     try:
-        yield True
+        yield held
     finally:
         _held.reset(token)
-    _send_held(app or get_celery(), held, settings.broker.hop_batch_max)
 
 
-def _send_held(app: Celery, held: _Held, limit: int) -> None:
-    if not held.items:
-        return
-    with app.producer_or_acquire() as producer:
-        for service, items in held.items.items():
-            for start in range(0, len(items), limit):
-                chunk = items[start : start + limit]
-                if len(chunk) == 1:
-                    _send(app, task_name(service), service.value, [chunk[0]["event"]], producer,
-                          chunk[0]["headers"] or None)
-                else:
-                    _send(app, many_task_name(service), service.value, [chunk], producer)
+@contextmanager
+def coalescing(app: Celery | None = None) -> Iterator[bool]:
+    """``holding`` that sends as the block ends. Nothing is sent when the block raises: its caller retries the
+    whole of it, and handlers are idempotent. Yields whether publishes are held."""
+    with holding() as held:
+        yield held is not None
+    if held is not None:
+        held.send(app)
 
 
 class Batcher:

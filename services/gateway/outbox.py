@@ -123,37 +123,37 @@ def _publish_failed(conn: Connection, row_id: str, attempts: int, envelope: Enve
 def _relay_batch(conn: Connection, limit: int, now: datetime) -> int:
     """One relay pass in the caller's transaction on ``conn``."""
     published: list[str] = []
-    read: dict[str, tuple[int, Envelope]] = {}
+    first: tuple[str, int, Envelope] | None = None  # the pass's first published row
     rows = conn.execute(_PENDING, {"now": now, "limit": limit}).all()
-    try:
-        # The pass's events go out together (bus.coalescing): a burst of webhooks costs the next hop a few tasks.
-        with bus.coalescing():
-            for row_id, sealed, attempts in rows:
-                try:
-                    envelope = Envelope.from_json(json.loads(decrypt(sealed)))
-                except Exception as exc:
-                    log.error("outbox row %s cannot be read (%s); retrying in %s", row_id, type(exc).__name__,
-                              UNREADABLE_BACKOFF)
-                    conn.execute(_MARK_FAILED, {
-                        "row_id": row_id, "new_attempts": attempts + 1, "error": _short(exc),
-                        "retry_at": now + UNREADABLE_BACKOFF,
-                    })
-                    continue
-                read[row_id] = (attempts, envelope)
-                try:
-                    with telemetry.remote_parent(envelope.trace):
-                        bus.publish(envelope)
-                except Exception as exc:
-                    _publish_failed(conn, row_id, attempts, envelope, exc, now)
-                    break
-                published.append(row_id)
-    except Exception as exc:
-        # Only sending the held tasks raises here: none of the pass went out. The first row backs off, as a
-        # row whose own publish failed does; the rest stay pending for the next pass.
-        if published:
-            attempts, envelope = read[published[0]]
-            _publish_failed(conn, published[0], attempts, envelope, exc, now)
-        published = []
+    # The pass's events go out together (bus.holding): a burst of webhooks costs the next hop a few tasks.
+    with bus.holding() as held:
+        for row_id, sealed, attempts in rows:
+            try:
+                envelope = Envelope.from_json(json.loads(decrypt(sealed)))
+            except Exception as exc:
+                log.error("outbox row %s cannot be read (%s); retrying in %s", row_id, type(exc).__name__,
+                          UNREADABLE_BACKOFF)
+                conn.execute(_MARK_FAILED, {
+                    "row_id": row_id, "new_attempts": attempts + 1, "error": _short(exc),
+                    "retry_at": now + UNREADABLE_BACKOFF,
+                })
+                continue
+            try:
+                with telemetry.remote_parent(envelope.trace):
+                    bus.publish(envelope)
+            except Exception as exc:
+                _publish_failed(conn, row_id, attempts, envelope, exc, now)
+                break
+            published.append(row_id)
+            first = first or (row_id, attempts, envelope)
+    if held is not None and first is not None:
+        try:
+            held.send()
+        except Exception as exc:
+            # None of the pass went out. The first row backs off, as a row whose own publish failed does; the
+            # rest stay pending for the next pass.
+            _publish_failed(conn, *first, exc, now)
+            published = []
     if published:
         # One statement for the whole batch: the relay shares the database with the webhook.
         conn.execute(_MARK_PUBLISHED, {"ids": published, "now": db.utcnow()})

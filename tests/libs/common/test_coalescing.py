@@ -4,16 +4,12 @@ batch's handlers publish travels on together, and a failure is retried or report
 
 from __future__ import annotations
 
-import base64
-import json
-import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from libs.common import bus
 from libs.common.events import (
@@ -25,7 +21,8 @@ from libs.common.events import (
     many_task_name,
     task_name,
 )
-from tests.conftest import REDIS_URL, apply_env
+from tests.conftest import REDIS_URL, apply_env, queued_tasks
+from tests.e2e.support import wait_until
 
 
 @pytest.fixture
@@ -39,28 +36,13 @@ def _received(sid: str) -> Envelope:
     return Envelope.new(payload, correlation_id=sid, source="test")
 
 
-def _queued(prefix: str, queue: str) -> list[tuple[str, Any]]:
-    """(task name, args[0]) of every task waiting in a queue, oldest first."""
-    client = redis_lib.Redis.from_url(REDIS_URL)
-    try:
-        raw = client.lrange(f"{prefix}{queue}", 0, -1)
-    finally:
-        client.close()
-    tasks = []
-    for message in reversed(raw):  # LPUSH: the newest first
-        decoded = json.loads(message)
-        body = json.loads(base64.b64decode(decoded["body"]))
-        tasks.append((decoded["headers"]["task"], body[0][0]))
-    return tasks
-
-
 def test_events_published_together_go_as_one_task_per_subscriber(on_redis: str) -> None:
     with bus.coalescing() as held:
         assert held
         for i in range(5):
             bus.publish(_received(f"SM{i}"))
-        assert _queued(on_redis, "processor") == []  # nothing goes out before the block ends
-    (task,) = _queued(on_redis, "processor")
+        assert queued_tasks(on_redis, "processor") == []  # nothing goes out before the block ends
+    (task,) = queued_tasks(on_redis, "processor")
     assert task[0] == many_task_name(Service.PROCESSOR)
     assert [Envelope.from_json(item["event"]).correlation_id for item in task[1]] == [f"SM{i}" for i in range(5)]
 
@@ -70,13 +52,13 @@ def test_a_lone_event_goes_as_an_ordinary_task_and_the_limit_splits_a_burst(
 ) -> None:
     with bus.coalescing():
         bus.publish(_received("SM1"))
-    assert [name for name, _ in _queued(on_redis, "processor")] == [task_name(Service.PROCESSOR)]
+    assert [name for name, _ in queued_tasks(on_redis, "processor")] == [task_name(Service.PROCESSOR)]
 
     apply_env(monkeypatch, HOP_BATCH_MAX="3")
     with bus.coalescing():
         for i in range(7):
             bus.publish(_received(f"SM{i}"))
-    names = [name for name, _ in _queued(on_redis, "processor")][1:]
+    names = [name for name, _ in queued_tasks(on_redis, "processor")][1:]
     assert names == [many_task_name(Service.PROCESSOR)] * 2 + [task_name(Service.PROCESSOR)]
 
 
@@ -86,14 +68,14 @@ def test_with_hop_batch_max_one_nothing_is_held(on_redis: str, monkeypatch: pyte
         assert not held
         bus.publish(_received("SM1"))
         bus.publish(_received("SM2"))
-        assert [name for name, _ in _queued(on_redis, "processor")] == [task_name(Service.PROCESSOR)] * 2
+        assert [name for name, _ in queued_tasks(on_redis, "processor")] == [task_name(Service.PROCESSOR)] * 2
 
 
 def test_nothing_is_sent_when_the_block_raises(on_redis: str) -> None:
     with pytest.raises(RuntimeError), bus.coalescing():
         bus.publish(_received("SM1"))
         raise RuntimeError("the caller retries the whole of it")
-    assert _queued(on_redis, "processor") == []
+    assert queued_tasks(on_redis, "processor") == []
 
 
 class _Worker:
@@ -112,15 +94,6 @@ class _Worker:
         self.worker.stop()
 
 
-def _wait(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    done = threading.Event()
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        done.wait(0.05)
-    raise AssertionError("timed out")
-
-
 def test_a_batch_is_handled_event_by_event_and_what_it_publishes_travels_on_together(on_redis: str) -> None:
     seen: Counter[str] = Counter()
 
@@ -133,9 +106,9 @@ def test_a_batch_is_handled_event_by_event_and_what_it_publishes_travels_on_toge
         for i in range(4):
             bus.publish(_received(f"SM{i}"))
     with _Worker({EventType.MESSAGE_RECEIVED: on_received}):
-        _wait(lambda: len(_queued(on_redis, "code_search")) >= 1 and sum(seen.values()) == 4)
+        wait_until(lambda: len(queued_tasks(on_redis, "code_search")) >= 1 and sum(seen.values()) == 4, 15)
     assert seen == {f"SM{i}": 1 for i in range(4)}
-    (task,) = _queued(on_redis, "code_search")
+    (task,) = queued_tasks(on_redis, "code_search")
     assert task[0] == many_task_name(Service.CODE_SEARCH)
     assert sorted(Envelope.from_json(item["event"]).correlation_id for item in task[1]) == [f"SM{i}" for i in range(4)]
 
@@ -158,7 +131,7 @@ def test_in_a_batch_only_the_event_that_failed_runs_again(on_redis: str) -> None
         for sid in ("SM_a", "SM_flaky", "SM_broken", "SM_b"):
             bus.publish(_received(sid))
     with _Worker({EventType.MESSAGE_RECEIVED: on_received, EventType.MESSAGE_FAILED: on_failed}):
-        _wait(lambda: seen["SM_flaky"] == 2 and failed_for == ["SM_broken"])
-        threading.Event().wait(1.0)  # time for anything else to (wrongly) run again
+        wait_until(lambda: seen["SM_flaky"] == 2 and failed_for == ["SM_broken"], 15)
+        time.sleep(1.0)  # time for anything else to (wrongly) run again
     assert seen == {"SM_a": 1, "SM_flaky": 2, "SM_broken": 1, "SM_b": 1}
     assert failed_for == ["SM_broken"]

@@ -128,38 +128,17 @@ def test_relay_thread_is_woken(gateway_db: str) -> None:
     assert [(e.type, e.correlation_id) for e in sent] == [(EventType.MESSAGE_RECEIVED, "SMwoken")]
 
 
-def _queued_tasks(prefix: str, queue: str) -> list[tuple[str, int]]:
-    """(task name, events it carries) of each task waiting in a queue."""
-    import base64
-    import json
-
-    import redis as redis_lib
-
-    from tests.conftest import REDIS_URL
-
-    client = redis_lib.Redis.from_url(REDIS_URL)
-    try:
-        raw = client.lrange(f"{prefix}{queue}", 0, -1)
-    finally:
-        client.close()
-    out = []
-    for message in raw:
-        decoded = json.loads(message)
-        arg = json.loads(base64.b64decode(decoded["body"]))[0][0]
-        out.append((decoded["headers"]["task"], len(arg) if isinstance(arg, list) else 1))
-    return out
-
-
 def test_a_relay_pass_sends_its_rows_together(gateway_db: str, redis_prefix: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import REDIS_URL, apply_env
+    from tests.conftest import REDIS_URL, apply_env, queued_tasks
 
     apply_env(monkeypatch, BROKER_URL=REDIS_URL, BROKER_KEY_PREFIX=redis_prefix)
     with db.session_scope() as session:
         for i in range(3):
             add_to_outbox(session, _event(f"SM{i}"))
     assert relay_once() == 3
-    assert _queued_tasks(redis_prefix, "processor") == [("repotalk.processor.handle_many", 3)]
+    (task,) = queued_tasks(redis_prefix, "processor")
+    assert task[0] == "repotalk.processor.handle_many" and len(task[1]) == 3
     assert pending_count() == 0
 
 
