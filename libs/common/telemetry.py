@@ -34,6 +34,9 @@ from libs.common.settings import get_settings
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "repotalk"
+# Statements whose span name and attributes an engine keeps (a bound: statements with values written into their
+# text would each be new).
+STATEMENTS_KEPT = 1024
 # Kept out of traces: probes and scrapes every few seconds would bury the turns.
 EXCLUDED_URLS = "health,ready,metrics"
 
@@ -170,11 +173,11 @@ def setup(service: str, role: str = "worker") -> bool:
         if not exporter_configured():
             return False
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
         from opentelemetry.sdk.trace.sampling import ParentBased
 
         import repotalk
+        from libs.common.telemetry_spans import LeanTracerProvider
 
         settings = get_settings()
         resource = Resource.create({
@@ -184,7 +187,7 @@ def setup(service: str, role: str = "worker") -> bool:
             "deployment.environment": settings.app.env,
             "repotalk.process": role,
         })
-        provider = TracerProvider(resource=resource,
+        provider = LeanTracerProvider(resource=resource,
                                   sampler=ParentBased(root=_root_sampler(settings.telemetry.sample_ratio,
                                                                             settings.telemetry.max_traces_per_second)))
         exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
@@ -196,11 +199,12 @@ def setup(service: str, role: str = "worker") -> bool:
         elif exporter_name == "otlp" or (not exporter_name and (
                 os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))):
             # The SDK's OTLP/HTTP exporter, which reads the OTEL_EXPORTER_OTLP_* variables itself (endpoint,
-            # headers, timeout, compression), and its batch processor (OTEL_BSP_*), with a leaner protobuf encoder
-            # run as each span ends (see telemetry_otlp: a third of the CPU, and far less for the GC to do).
-            from libs.common.telemetry_otlp import EncodingBatchSpanProcessor, FastOTLPSpanExporter
+            # headers, timeout, compression), and its batch processor (OTEL_BSP_*), queueing plain values instead of
+            # spans and encoding them with a leaner protobuf encoder (see telemetry_otlp: a third of the CPU, and far
+            # less for the GC to do).
+            from libs.common.telemetry_otlp import CapturingBatchSpanProcessor, FastOTLPSpanExporter
 
-            provider.add_span_processor(EncodingBatchSpanProcessor(FastOTLPSpanExporter()))
+            provider.add_span_processor(CapturingBatchSpanProcessor(FastOTLPSpanExporter()))
         if not os.environ.get("OTEL_PROPAGATORS", "").strip():
             # W3C trace context alone: repotalk sets no baggage, and the default composite would look for it in
             # every message, request and outbox row. OTEL_PROPAGATORS still chooses others.
@@ -281,12 +285,20 @@ def trace_engine(engine: Any) -> Any:
         Outside a recording span (the outbox sweep, analytics' batches, the ingress committer) a statement's span
         would be dropped by the sampler after its attributes were read off the connection: skipped. Inside one, the
         connection attributes (host, port, database, user: the engine's URL) are read once per engine instead of
-        once per statement, the operation is the statement's first word found without splitting the whole
-        statement (twice), and the attributes go in with the span instead of one ``set_attribute`` at a time under
-        the span made current for nothing. With sqlcommenter on, or a URL without a host (SQLite), the stock path.
+        once per statement, a statement's name and attributes are made once per statement text (its operation the
+        statement's first word, found without splitting the whole statement twice), and they go in with the span
+        instead of one ``set_attribute`` at a time under the span made current for nothing. With sqlcommenter on, or
+        a URL without a host (SQLite), the stock path.
         tests/libs/common/test_telemetry_otlp.py compares the spans with the stock tracer's."""
 
         _url_attributes: dict[str, Any] | None = None
+        # A statement's span name and attributes, by database and statement: SQLAlchemy compiles a fixed set of
+        # statements (values go as parameters), so a turn's statements are found here after the first turns.
+        _statements: dict[tuple[Any, Any], tuple[Any, dict[str, Any]]]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._statements = {}
+            super().__init__(*args, **kwargs)
 
         def _before_cur_exec(self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any,
                              executemany: bool) -> Any:
@@ -301,12 +313,19 @@ def trace_engine(engine: Any) -> Any:
             if self.enable_commenter or not url_attributes or not is_instrumentation_enabled():
                 return super()._before_cur_exec(conn, cursor, statement, params, context, executemany)
             db_name = _get_db_name_from_cursor_or_conn(self.vendor, conn, cursor)
-            operation = self._operation_name(db_name, statement)
-            attributes = dict(url_attributes)
-            _set_db_statement(attributes, statement, self._sem_conv_opt_in_mode_db)
-            _set_db_system(attributes, self.vendor, self._sem_conv_opt_in_mode_db)
-            _set_db_operation(attributes, operation, self._sem_conv_opt_in_mode_db)
-            context._otel_span = self.tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=attributes)
+            key = (db_name, statement)
+            found = self._statements.get(key)
+            if found is None:
+                operation = self._operation_name(db_name, statement)
+                attributes = dict(url_attributes)
+                _set_db_statement(attributes, statement, self._sem_conv_opt_in_mode_db)
+                _set_db_system(attributes, self.vendor, self._sem_conv_opt_in_mode_db)
+                _set_db_operation(attributes, operation, self._sem_conv_opt_in_mode_db)
+                found = (operation, attributes)
+                if len(self._statements) < STATEMENTS_KEPT:
+                    self._statements[key] = found
+            # The span copies the attributes: the cached dict is never changed.
+            context._otel_span = self.tracer.start_span(found[0], kind=SpanKind.CLIENT, attributes=found[1])
             return statement, params
 
         def _operation_name(self, db_name: Any, statement: Any) -> Any:
@@ -334,6 +353,9 @@ def instrument_app(app: Any) -> None:
 
 
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+# The headers collect_request_attributes reads, and a bound on the requests whose attributes are kept.
+_REQUEST_HEADERS = frozenset({b"host", b"user-agent"})
+REQUESTS_KEPT = 256
 
 
 def server_span_asgi(app: Any) -> Any:
@@ -345,6 +367,8 @@ def server_span_asgi(app: Any) -> Any:
     from opentelemetry.instrumentation._semconv import (
         _OpenTelemetrySemanticConventionStability,
         _OpenTelemetryStabilitySignalType,
+        _set_http_peer_ip_server,
+        _set_http_peer_port_server,
     )
     from opentelemetry.instrumentation.asgi import collect_request_attributes, set_status_code
 
@@ -352,6 +376,27 @@ def server_span_asgi(app: Any) -> Any:
     _OpenTelemetrySemanticConventionStability._initialize()
     mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
         _OpenTelemetryStabilitySignalType.HTTP)
+    # collect_request_attributes' result but for the client's address, by everything else it reads: the same few
+    # values request after request (decoding every header to find two of them was most of a server span's cost).
+    by_request: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def request_attributes(scope: Any) -> dict[str, Any]:
+        headers = tuple((key, value) for key, value in scope.get("headers") or () if key.lower() in _REQUEST_HEADERS)
+        server = scope.get("server")
+        key = (scope.get("scheme"), tuple(server) if server else None, scope.get("http_version"), scope.get("path"),
+               scope.get("query_string"), scope.get("method"), headers)
+        found = by_request.get(key)
+        if found is None:
+            found = collect_request_attributes({**scope, "client": None}, mode)
+            if len(by_request) < REQUESTS_KEPT:
+                by_request[key] = found
+        attributes = dict(found)
+        client = scope.get("client")
+        if client is not None:
+            _set_http_peer_ip_server(attributes, client[0], mode)
+            _set_http_peer_port_server(attributes, client[1], mode)
+            attributes = {k: v for k, v in attributes.items() if v is not None}
+        return attributes
 
     async def traced(scope: Any, receive: Any, send: Any) -> None:
         carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers") or ()
@@ -363,7 +408,7 @@ def server_span_asgi(app: Any) -> Any:
             if not current.is_recording():
                 await app(scope, receive, send)
                 return
-            current.set_attributes(collect_request_attributes(scope, mode))
+            current.set_attributes(request_attributes(scope))
 
             async def send_with_status(message: Any) -> None:
                 if message["type"] == "http.response.start":

@@ -20,9 +20,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,25 @@ def _encode_key_value(key: str, value: Any) -> bytes:
     return encoded_key + _field(_T2_LEN, _encode_value(value))
 
 
+# Encoded string attributes (tag, key and value), by all three. Most attributes repeat span after span (a statement's
+# text, a queue's name, an event type), and the value of one is found in the time it takes to encode it. Bounded: at
+# most PAIR_VALUES_PER_KEY values of a key (ids, different every time, stop there) and PAIR_BYTES_KEPT in all.
+PAIR_VALUES_PER_KEY = 256
+PAIR_BYTES_KEPT = 4 << 20
+_pairs: dict[tuple[bytes, str, str], bytes] = {}
+_pair_values: dict[str, int] = {}
+_pair_bytes = 0
+
+
+def _keep_pair(tag: bytes, key: str, value: str, encoded: bytes) -> None:
+    global _pair_bytes
+    count = _pair_values.get(key, 0)
+    if count < PAIR_VALUES_PER_KEY and _pair_bytes + len(encoded) <= PAIR_BYTES_KEPT and len(_pair_values) < 4096:
+        _pair_values[key] = count + 1
+        _pair_bytes += len(encoded)
+        _pairs[(tag, key, value)] = encoded
+
+
 def _encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a repeated KeyValue field ``tag``. Like the SDK's encoder, an attribute that cannot be
     encoded is logged and left out rather than losing the batch."""
@@ -133,19 +154,30 @@ def _encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> byte
         return b""
     parts: list[bytes] = []
     keys = _key_cache
+    pairs = _pairs
     small = _SMALL
     # A BoundedAttributes' own dict: iterating the mapping itself goes through its Python __iter__ and __getitem__.
     plain = getattr(attributes, "_dict", None)
     for key, value in (plain if type(plain) is dict else attributes).items():
-        # The common case inline (a cached key, a short string value): this loop is most of the encoder's time.
-        encoded_key = keys.get(key)
-        if encoded_key is not None and type(value) is str:
-            raw = value.encode()
-            size = len(raw)
-            if size < 126:
-                any_value = b"\x12" + small[size + 2] + b"\x0a" + small[size] + raw
-                size = len(encoded_key) + len(any_value)
-                parts.append(tag + (small[size] if size < 128 else _varint(size)) + encoded_key + any_value)
+        # The common cases inline (a string seen before; a cached key and a short string value): this loop is most
+        # of the encoder's time.
+        if type(value) is str:
+            found = pairs.get((tag, key, value))
+            if found is not None:
+                parts.append(found)
+                continue
+            encoded_key = keys.get(key)
+            if encoded_key is not None:
+                raw = value.encode()
+                size = len(raw)
+                if size < 126:
+                    any_value = b"\x12" + small[size + 2] + b"\x0a" + small[size] + raw
+                    size = len(encoded_key) + len(any_value)
+                    encoded = tag + (small[size] if size < 128 else _varint(size)) + encoded_key + any_value
+                else:
+                    encoded = _field(tag, encoded_key + _field(_T2_LEN, _field(_T1_LEN, raw)))
+                parts.append(encoded)
+                _keep_pair(tag, key, value, encoded)
                 continue
         try:
             parts.append(_field(tag, _encode_key_value(key, value)))
@@ -154,47 +186,120 @@ def _encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> byte
     return b"".join(parts)
 
 
-def _encode_span(span: Any) -> bytes:
+# A finished span as ``capture`` keeps it, by position (a tuple: made and read faster than any object).
+(_AT_ORIGIN, _AT_TRACE_ID, _AT_SPAN_ID, _AT_TRACE_STATE, _AT_PARENT_ID, _AT_PARENT_REMOTE, _AT_NAME, _AT_KIND,
+ _AT_START, _AT_END, _AT_ATTRIBUTES, _AT_DROPPED_ATTRIBUTES, _AT_EVENTS, _AT_DROPPED_EVENTS, _AT_LINKS,
+ _AT_DROPPED_LINKS, _AT_STATUS_CODE, _AT_STATUS_DESCRIPTION) = range(18)
+
+
+def capture(span: Any) -> tuple[Any, ...]:
+    """What encoding needs of a finished span, as plain values: its origin's number, ids, name, kind, times, its
+    attribute dict (immutable once the span ended), events, links and status.
+
+    The tuple holds no object the garbage collector tracks (for most spans: events and links are empty), so the
+    collector untracks it at its first pass and it never reaches the oldest generation while it waits for export;
+    the span itself is freed as it ends. An SDK span's fields are read directly (each property is a call, and a
+    dozen of them were most of the time here); anything else through the ReadableSpan interface."""
+    ctx = span._context if isinstance(span, ReadableSpan) else None
+    if ctx is None:
+        return _capture_readable(span)
+    parent = span._parent
+    trace_state = ctx.trace_state
+    status = span._status
+    attributes = span._attributes
+    dropped_attributes = 0
+    if type(attributes) is BoundedAttributes:
+        dropped_attributes = attributes.dropped
+        attributes = attributes._dict
+    events = span._events
+    links = span._links
+    return (
+        _origins.number(span._resource, span._instrumentation_scope or None),
+        ctx.trace_id,
+        ctx.span_id,
+        ",".join(f"{k}={v}" for k, v in trace_state.items()) if trace_state else "",
+        None if parent is None else parent.span_id,
+        parent is not None and parent.is_remote,
+        span._name,
+        span._kind.value,
+        span._start_time,
+        span._end_time,
+        attributes,
+        dropped_attributes,
+        tuple(events) if events else (),
+        events.dropped if type(events) is BoundedList else 0,
+        tuple(links) if links else (),
+        links.dropped if type(links) is BoundedList else 0,
+        status.status_code.value,
+        status.description,
+    )
+
+
+def _capture_readable(span: Any) -> tuple[Any, ...]:
     ctx = span.get_span_context()
     parent = span.parent
-    parts = [
-        b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"),  # trace_id = 1
-        b"\x12\x08", ctx.span_id.to_bytes(8, "big"),  # span_id = 2
-    ]
     trace_state = ctx.trace_state
+    status = span.status
+    return (
+        _origins.number(span.resource, span.instrumentation_scope or None),
+        ctx.trace_id,
+        ctx.span_id,
+        ",".join(f"{k}={v}" for k, v in trace_state.items()) if trace_state else "",
+        None if parent is None else parent.span_id,
+        parent is not None and parent.is_remote,
+        span.name,
+        span.kind.value,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+        span.dropped_attributes,
+        span.events,
+        span.dropped_events,
+        span.links,
+        span.dropped_links,
+        status.status_code.value,
+        status.description,
+    )
+
+
+def _encode_captured(span: tuple[Any, ...]) -> bytes:
+    """A captured span's ``Span`` message."""
+    parts = [
+        b"\x0a\x10", span[_AT_TRACE_ID].to_bytes(16, "big"),  # trace_id = 1
+        b"\x12\x08", span[_AT_SPAN_ID].to_bytes(8, "big"),  # span_id = 2
+    ]
+    trace_state = span[_AT_TRACE_STATE]
     if trace_state:
-        parts.append(_field(_T3_LEN, ",".join(f"{k}={v}" for k, v in trace_state.items()).encode()))
-    if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))  # parent_span_id = 4
-    name = span.name
+        parts.append(_field(_T3_LEN, trace_state.encode()))
+    parent_id = span[_AT_PARENT_ID]
+    if parent_id is not None:
+        parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))  # parent_span_id = 4
+    name = span[_AT_NAME]
     if name:
         parts.append(_field(_T5_LEN, name.encode()))
-    kind = span.kind.value + 1  # the API's INTERNAL..CONSUMER are 0..4; the proto's 1..5 (0: unspecified)
-    parts += (_SPAN_KIND, _SMALL[kind])
-    if span.start_time:
-        parts += (_SPAN_START, _pack_fixed64(span.start_time))
-    if span.end_time:
-        parts += (_SPAN_END, _pack_fixed64(span.end_time))
-    # ReadableSpan.attributes wraps them in a MappingProxyType, which hides the BoundedAttributes' dict.
-    parts.append(_encode_attributes(_SPAN_ATTRIBUTE, getattr(span, "_attributes", None) or span.attributes))
-    if span.dropped_attributes:
-        parts += (_SPAN_DROPPED_ATTRIBUTES, _varint(span.dropped_attributes))
-    for event in span.events:
+    # The API's INTERNAL..CONSUMER are 0..4; the proto's 1..5 (0: unspecified).
+    parts += (_SPAN_KIND, _SMALL[span[_AT_KIND] + 1])
+    if span[_AT_START]:
+        parts += (_SPAN_START, _pack_fixed64(span[_AT_START]))
+    if span[_AT_END]:
+        parts += (_SPAN_END, _pack_fixed64(span[_AT_END]))
+    parts.append(_encode_attributes(_SPAN_ATTRIBUTE, span[_AT_ATTRIBUTES]))
+    if span[_AT_DROPPED_ATTRIBUTES]:
+        parts += (_SPAN_DROPPED_ATTRIBUTES, _varint(span[_AT_DROPPED_ATTRIBUTES]))
+    for event in span[_AT_EVENTS]:
         parts.append(_field(_SPAN_EVENT, _encode_event(event)))
-    if span.dropped_events:
-        parts += (_SPAN_DROPPED_EVENTS, _varint(span.dropped_events))
-    for link in span.links:
+    if span[_AT_DROPPED_EVENTS]:
+        parts += (_SPAN_DROPPED_EVENTS, _varint(span[_AT_DROPPED_EVENTS]))
+    for link in span[_AT_LINKS]:
         parts.append(_field(_SPAN_LINK, _encode_link(link)))
-    if span.dropped_links:
-        parts += (_SPAN_DROPPED_LINKS, _varint(span.dropped_links))
-    status = span.status
-    code = status.status_code.value
-    description = status.description
+    if span[_AT_DROPPED_LINKS]:
+        parts += (_SPAN_DROPPED_LINKS, _varint(span[_AT_DROPPED_LINKS]))
+    code = span[_AT_STATUS_CODE]
+    description = span[_AT_STATUS_DESCRIPTION]
     status_fields = (_field(_T2_LEN, description.encode()) if description else b"") + (
         _STATUS_CODE + _SMALL[code] if code else b"")
     parts.append(_field(_SPAN_STATUS, status_fields))
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    parts += (_SPAN_FLAGS, _pack_fixed32(flags))
+    parts += (_SPAN_FLAGS, _pack_fixed32(_HAS_IS_REMOTE | (_IS_REMOTE if span[_AT_PARENT_REMOTE] else 0)))
     return b"".join(parts)
 
 
@@ -267,9 +372,15 @@ class _Origins:
 _origins = _Origins()
 
 
+def encode_captured(captured: Sequence[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
+    """Captured spans, encoded: (number of its resource and scope, its ``Span`` message) each."""
+    return [(span[_AT_ORIGIN], _encode_captured(span)) for span in captured]
+
+
 def encode_span(span: Any) -> tuple[int, bytes]:
     """One finished span, encoded: (number of its resource and scope, its ``Span`` message)."""
-    return _origins.number(span.resource, span.instrumentation_scope or None), _encode_span(span)
+    captured = capture(span)
+    return captured[_AT_ORIGIN], _encode_captured(captured)
 
 
 def assemble(encoded: Sequence[tuple[int, bytes]]) -> bytes:
@@ -324,9 +435,9 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         return self._send(len(spans), lambda: encode_spans(spans))
 
-    def export_encoded(self, encoded: Sequence[tuple[int, bytes]]) -> SpanExportResult:
-        """Export spans encoded as they ended (``encode_span``)."""
-        return self._send(len(encoded), lambda: assemble(encoded))
+    def export_captured(self, captured: Sequence[tuple[Any, ...]]) -> SpanExportResult:
+        """Export spans kept by ``capture`` as they ended, encoding them here."""
+        return self._send(len(captured), lambda: assemble(encode_captured(captured)))
 
     def _send(self, count: int, serialize: Callable[[], bytes]) -> SpanExportResult:
         from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
@@ -358,14 +469,14 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         return SpanExportResult.SUCCESS
 
 
-class _EncodedSpanExporter:
-    """What the batch processor's thread hands batches to: spans already encoded, to be assembled and sent."""
+class _CapturedSpanExporter:
+    """What the batch processor's thread hands batches to: captured spans, to be encoded, assembled and sent."""
 
     def __init__(self, exporter: FastOTLPSpanExporter) -> None:
         self.exporter = exporter
 
-    def export(self, batch: list[tuple[int, bytes]]) -> SpanExportResult:
-        return self.exporter.export_encoded(batch)
+    def export(self, batch: list[tuple[Any, ...]]) -> SpanExportResult:
+        return self.exporter.export_captured(batch)
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
@@ -374,19 +485,20 @@ class _EncodedSpanExporter:
         return True
 
 
-class EncodingBatchSpanProcessor(BatchSpanProcessor):
+class CapturingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's BatchSpanProcessor (its queue, thread, OTEL_BSP_* settings, fork handling, flush and shutdown) whose
-    queue holds each span's OTLP encoding, made as the span ends, instead of the span.
+    queue holds each span's ``capture`` instead of the span, encoded in the export thread.
 
-    The CPU of encoding is the same, moved from the export thread to the thread that ends the span; what is saved
-    is the garbage collector's: a queued span is a graph of some twenty tracked objects that lives for up to
-    OTEL_BSP_SCHEDULE_DELAY (5 s), long enough to reach the oldest generation, where it triggers full collections
-    of the whole heap (70-90 ms each in a worker): in a bench/webhook run, the processor made 6 with the SDK's
-    processor against 2 with tracing off, and 2 with this one.
-    An encoded span is an int and bytes, neither tracked, and the span itself is freed when it ends."""
+    What is saved is the garbage collector's work, and the cost of encoding spans one at a time among other work:
+    - a queued SDK span is a graph of tracked objects that lives for up to OTEL_BSP_SCHEDULE_DELAY (5 s), long enough
+      to reach the oldest generation, where it triggers full collections of the whole heap (70-90 ms each in a
+      worker: in a bench/webhook run, the processor made 6 with the SDK's processor against 2 with tracing off). A
+      captured span is a tuple of plain values, which the collector untracks, and the span is freed as it ends.
+    - encoding each span as it ended (this processor's first version) ran the encoder cold, between a turn's SQL
+      and handlers: about three times its cost in a loop over a batch, which is where it runs now."""
 
     def __init__(self, exporter: FastOTLPSpanExporter) -> None:
-        super().__init__(_EncodedSpanExporter(exporter))  # type: ignore[arg-type]
+        super().__init__(_CapturedSpanExporter(exporter))  # type: ignore[arg-type]
         self._emit = self._batch_processor.emit
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -394,8 +506,8 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
         if context is None or not context.trace_flags.sampled:
             return
         try:
-            encoded = encode_span(span)
+            captured = capture(span)
         except Exception:
-            log.exception("could not encode span %s", span.name)
+            log.exception("could not capture span %s", span.name)
             return
-        self._emit(encoded)  # type: ignore[arg-type]
+        self._emit(captured)  # type: ignore[arg-type]

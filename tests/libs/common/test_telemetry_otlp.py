@@ -33,12 +33,14 @@ from opentelemetry.trace import (
 from opentelemetry.trace.span import TraceState
 
 from libs.common import telemetry, telemetry_otlp
+from libs.common.telemetry_spans import LeanTracerProvider
 
 
-def _provider(service: str, schema_url: str = "") -> tuple[TracerProvider, InMemorySpanExporter]:
+def _provider(service: str, schema_url: str = "", provider_type: type[TracerProvider] = TracerProvider
+              ) -> tuple[TracerProvider, InMemorySpanExporter]:
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": service, "repotalk.process": "worker"},
-                                                       schema_url=schema_url or None))
+    provider = provider_type(resource=Resource.create({"service.name": service, "repotalk.process": "worker"},
+                                                      schema_url=schema_url or None))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     return provider, memory
 
@@ -100,11 +102,28 @@ def test_the_encoder_writes_what_the_sdk_encoder_serializes() -> None:
     assert attributes["negative"].int_value == -42 and attributes["unicode"].string_value == "héllo ✓"
 
 
-def test_spans_encoded_as_they_end_assemble_into_the_same_request() -> None:
+def test_spans_captured_as_they_end_assemble_into_the_same_request() -> None:
     spans = _all_kinds_of_spans()
-    encoded = [telemetry_otlp.encode_span(span) for span in spans]
+    captured = [telemetry_otlp.capture(span) for span in spans]
+    encoded = telemetry_otlp.encode_captured(captured)
     assert ExportTraceServiceRequest.FromString(telemetry_otlp.assemble(encoded)) == sdk_encode_spans(spans)
     assert telemetry_otlp.assemble([]) == sdk_encode_spans([]).SerializeToString() == b""
+
+
+def test_attributes_encoded_again_from_the_cache_are_the_same_bytes() -> None:
+    """The second time round, every string attribute (short, long, repeated) comes from the cache of encoded pairs;
+    a key with more values than the cache keeps is encoded each time."""
+    spans = _all_kinds_of_spans()
+    first = telemetry_otlp.encode_spans(spans)
+    assert telemetry_otlp.encode_spans(spans) == first == sdk_encode_spans(spans).SerializeToString()
+    provider, memory = _provider("gateway")
+    tracer = provider.get_tracer("repotalk")
+    for i in range(telemetry_otlp.PAIR_VALUES_PER_KEY + 10):
+        tracer.start_span("run/task", attributes={"repotalk.event.id": f"event-{i}", "long": f"{i}" + "x" * 200}).end()
+    many = list(memory.get_finished_spans())
+    assert telemetry_otlp.encode_spans(many) == telemetry_otlp.encode_spans(many) == sdk_encode_spans(
+        many).SerializeToString()
+    assert telemetry_otlp._pair_values["repotalk.event.id"] == telemetry_otlp.PAIR_VALUES_PER_KEY
 
 
 class _Collector:
@@ -161,9 +180,12 @@ def test_the_exporter_posts_otlp_protobuf_where_the_otel_variables_say(
     assert ExportTraceServiceRequest.FromString(body) == sdk_encode_spans(spans)
 
 
-def test_the_encoding_batch_processor_exports_every_sampled_span_on_flush(collector: _Collector) -> None:
-    provider = TracerProvider(resource=Resource.create({"service.name": "processor"}))
-    processor = telemetry_otlp.EncodingBatchSpanProcessor(
+@pytest.mark.parametrize("provider_type", [TracerProvider, LeanTracerProvider])
+def test_the_capturing_batch_processor_exports_every_sampled_span_on_flush(
+    collector: _Collector, provider_type: type[TracerProvider]
+) -> None:
+    provider = provider_type(resource=Resource.create({"service.name": "processor"}))
+    processor = telemetry_otlp.CapturingBatchSpanProcessor(
         telemetry_otlp.FastOTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"))
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("repotalk")
@@ -218,12 +240,15 @@ STATEMENTS = [
 ]
 
 
-def test_the_engine_tracer_makes_the_stock_tracers_spans(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("provider_type", [TracerProvider, LeanTracerProvider])
+def test_the_engine_tracer_makes_the_stock_tracers_spans(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, provider_type: type[TracerProvider]
+) -> None:
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.metrics import get_meter
     from sqlalchemy import create_engine, text
 
-    provider, memory = _provider("processor")
+    provider, memory = _provider("processor", provider_type=provider_type)
     tracer = provider.get_tracer("repotalk")
     monkeypatch.setattr(telemetry, "_provider", provider)
     monkeypatch.setattr(telemetry, "_tracer", tracer)
@@ -245,10 +270,11 @@ def test_the_engine_tracer_makes_the_stock_tracers_spans(pg_url: str, monkeypatc
     try:
         expected = spans_of(stock)
         got = spans_of(ours)
+        again = spans_of(ours)  # each statement's name and attributes from the engine's cache
     finally:
         ours.dispose()
         stock.dispose()
     assert len(expected) == len(STATEMENTS) + 1
-    assert got == expected
+    assert got == expected and again == expected
     assert [list(attributes) for _, _, attributes in got] == [list(attributes) for _, _, attributes in expected]
     assert got[0][0].startswith("SELECT ") and got[2][0].startswith("SELECT ") and got[3][0].startswith("WITH ")
