@@ -2,8 +2,9 @@
 
 This machine's speed drifts between runs by more than tracing costs (identical runs of bench/webhook have given
 92 and 144 answered msgs/s in one afternoon), so one run with tracing and one without prove nothing. This runs
-bench/webhook once per variant per round, the variants alternating within each round, and prints each
-variant's mean beside tracing off, as ratios; and each round's ratio, so the spread shows.
+bench/webhook once per variant per round, the variants alternating within each round (in reverse order every other
+round, so a drift in speed over the run weighs on every variant alike), and prints each variant's mean beside
+tracing off, as ratios; and each round's ratio, so the spread shows.
 
 Variants: off; tracing as shipped (OTLP, TRACE_MAX_PER_SECOND's default cap); every turn traced (no cap); and,
 with --sampled-out, tracing on with nothing sampled (the floor that instrumentation alone costs). The rate must
@@ -66,7 +67,12 @@ def main() -> None:
 
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants(args.sampled_out)}
     for round_number in range(1, args.rounds + 1):
-        for name, extra in variants(args.sampled_out).items():
+        # Every other round runs the variants in reverse: this machine's speed drifts over minutes, and a fixed
+        # order would hand that drift to the variants run last (always the traced ones).
+        order = list(variants(args.sampled_out).items())
+        if round_number % 2 == 0:
+            order.reverse()
+        for name, extra in order:
             figures = one_run(extra, args)
             runs[name].append(figures)
             print(f"round {round_number}: {name:<20} {figures[THROUGHPUT]:6.1f} msgs/s  "

@@ -37,6 +37,7 @@ TRACER_NAME = "repotalk"
 # Statements whose span name and attributes an engine keeps (a bound: statements with values written into their
 # text would each be new).
 STATEMENTS_KEPT = 1024
+_POOL_EVENTS = frozenset({"connect", "close", "checkin", "checkout"})
 # Kept out of traces: probes and scrapes every few seconds would bury the turns.
 EXCLUDED_URLS = "health,ready,metrics"
 
@@ -299,6 +300,15 @@ def trace_engine(engine: Any) -> Any:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._statements = {}
             super().__init__(*args, **kwargs)
+
+        @classmethod
+        def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
+            # The pool's listeners keep OpenTelemetry's db.client.connections.usage, which nothing reads here
+            # (repotalk's metrics are Prometheus, and no OpenTelemetry meter provider is set): two counter updates
+            # per connection checkout, traced turn or not, were most of what tracing cost a turn nothing sampled.
+            if identifier in _POOL_EVENTS:
+                return
+            super()._register_event_listener(target, identifier, func, *args, **kw)
 
         def _before_cur_exec(self, conn: Any, cursor: Any, statement: Any, params: Any, context: Any,
                              executemany: bool) -> Any:
