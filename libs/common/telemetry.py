@@ -305,7 +305,7 @@ def trace_engine(engine: Any) -> Any:
         def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
             # The pool's listeners keep OpenTelemetry's db.client.connections.usage, which nothing reads here
             # (repotalk's metrics are Prometheus, and no OpenTelemetry meter provider is set): two counter updates
-            # per connection checkout, traced turn or not, were most of what tracing cost a turn nothing sampled.
+            # per connection checkout, on every checkout of a traced process, sampled turn or not.
             if identifier in _POOL_EVENTS:
                 return
             super()._register_event_listener(target, identifier, func, *args, **kw)

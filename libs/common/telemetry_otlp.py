@@ -167,18 +167,17 @@ def _encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> byte
                 parts.append(found)
                 continue
             encoded_key = keys.get(key)
-            if encoded_key is not None:
-                raw = value.encode()
-                size = len(raw)
-                if size < 126:
-                    any_value = b"\x12" + small[size + 2] + b"\x0a" + small[size] + raw
-                    size = len(encoded_key) + len(any_value)
-                    encoded = tag + (small[size] if size < 128 else _varint(size)) + encoded_key + any_value
-                else:
-                    encoded = _field(tag, encoded_key + _field(_T2_LEN, _field(_T1_LEN, raw)))
-                parts.append(encoded)
-                _keep_pair(tag, key, value, encoded)
-                continue
+            raw = value.encode()
+            size = len(raw)
+            if encoded_key is not None and size < 126:
+                any_value = b"\x12" + small[size + 2] + b"\x0a" + small[size] + raw
+                size = len(encoded_key) + len(any_value)
+                encoded = tag + (small[size] if size < 128 else _varint(size)) + encoded_key + any_value
+            else:
+                encoded = _field(tag, _encode_key_value(key, value))
+            parts.append(encoded)
+            _keep_pair(tag, key, value, encoded)
+            continue
         try:
             parts.append(_field(tag, _encode_key_value(key, value)))
         except Exception as error:
@@ -192,17 +191,17 @@ def _encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> byte
  _AT_DROPPED_LINKS, _AT_STATUS_CODE, _AT_STATUS_DESCRIPTION) = range(18)
 
 
-def capture(span: Any) -> tuple[Any, ...]:
+def capture(span: ReadableSpan) -> tuple[Any, ...]:
     """What encoding needs of a finished span, as plain values: its origin's number, ids, name, kind, times, its
     attribute dict (immutable once the span ended), events, links and status.
 
     The tuple holds no object the garbage collector tracks (for most spans: events and links are empty), so the
     collector untracks it at its first pass and it never reaches the oldest generation while it waits for export;
-    the span itself is freed as it ends. An SDK span's fields are read directly (each property is a call, and a
-    dozen of them were most of the time here); anything else through the ReadableSpan interface."""
-    ctx = span._context if isinstance(span, ReadableSpan) else None
+    the span itself is freed as it ends. The span's fields are read directly: each ReadableSpan property is a call,
+    and a dozen of them were most of the time here."""
+    ctx = span._context
     if ctx is None:
-        return _capture_readable(span)
+        raise ValueError(f"span {span._name!r} has no context")
     parent = span._parent
     trace_state = ctx.trace_state
     status = span._status
@@ -230,33 +229,6 @@ def capture(span: Any) -> tuple[Any, ...]:
         events.dropped if type(events) is BoundedList else 0,
         tuple(links) if links else (),
         links.dropped if type(links) is BoundedList else 0,
-        status.status_code.value,
-        status.description,
-    )
-
-
-def _capture_readable(span: Any) -> tuple[Any, ...]:
-    ctx = span.get_span_context()
-    parent = span.parent
-    trace_state = ctx.trace_state
-    status = span.status
-    return (
-        _origins.number(span.resource, span.instrumentation_scope or None),
-        ctx.trace_id,
-        ctx.span_id,
-        ",".join(f"{k}={v}" for k, v in trace_state.items()) if trace_state else "",
-        None if parent is None else parent.span_id,
-        parent is not None and parent.is_remote,
-        span.name,
-        span.kind.value,
-        span.start_time,
-        span.end_time,
-        span.attributes,
-        span.dropped_attributes,
-        span.events,
-        span.dropped_events,
-        span.links,
-        span.dropped_links,
         status.status_code.value,
         status.description,
     )
@@ -377,12 +349,6 @@ def encode_captured(captured: Sequence[tuple[Any, ...]]) -> list[tuple[int, byte
     return [(span[_AT_ORIGIN], _encode_captured(span)) for span in captured]
 
 
-def encode_span(span: Any) -> tuple[int, bytes]:
-    """One finished span, encoded: (number of its resource and scope, its ``Span`` message)."""
-    captured = capture(span)
-    return captured[_AT_ORIGIN], _encode_captured(captured)
-
-
 def assemble(encoded: Sequence[tuple[int, bytes]]) -> bytes:
     """A serialized ``ExportTraceServiceRequest`` of encoded spans, grouped by resource, then by instrumentation
     scope, each group in order of first appearance (as the SDK's encoder does, equal resources and scopes merged)."""
@@ -421,9 +387,9 @@ def assemble(encoded: Sequence[tuple[int, bytes]]) -> bytes:
     return b"".join(request)
 
 
-def encode_spans(spans: Sequence[Any]) -> bytes:
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """A serialized ``ExportTraceServiceRequest`` of finished spans (what the SDK's ``encode_spans`` serializes to)."""
-    return assemble([encode_span(span) for span in spans])
+    return assemble(encode_captured([capture(span) for span in spans]))
 
 
 class FastOTLPSpanExporter(OTLPSpanExporter):
@@ -432,7 +398,7 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     ``_send`` mirrors ``OTLPSpanExporter.export`` of opentelemetry-exporter-otlp-proto-http 1.45 but for the encoding
     call; tests/libs/common/test_telemetry_otlp.py sends batches through it to a local HTTP server."""
 
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self._send(len(spans), lambda: encode_spans(spans))
 
     def export_captured(self, captured: Sequence[tuple[Any, ...]]) -> SpanExportResult:

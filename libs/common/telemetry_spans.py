@@ -127,8 +127,7 @@ class LeanSpan(_Span):
                 log.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
-            if isinstance(self._attributes, BoundedAttributes):
-                self._attributes._immutable = True
+            cast(BoundedAttributes, self._attributes)._immutable = True  # as __init__ made it
         processor = self._span_processor
         processor._on_ending(self)
         # The span itself, not a ReadableSpan copy of it: once ended, nothing of it can change (every setter
@@ -144,7 +143,7 @@ class _CurrentSpan(contextlib.ContextDecorator):
 
     def __init__(self, tracer: LeanTracer, args: tuple[Any, ...], end_on_exit: bool) -> None:
         self._tracer = tracer
-        self._args = args
+        self._args = args  # start_span's, in its order: (..., record_exception, set_status_on_exception)
         self._end_on_exit = end_on_exit
 
     def _recreate_cm(self) -> _CurrentSpan:  # a decorated function gets a span per call
@@ -161,7 +160,7 @@ class _CurrentSpan(contextlib.ContextDecorator):
             context_api.detach(self._token)
             # As use_span: Exceptions only (not GeneratorExit and the like), and only while the span records.
             if isinstance(exc, Exception) and span.is_recording():
-                record_exception, set_status_on_exception = self._args[6], self._args[7]
+                record_exception, set_status_on_exception = self._args[-2:]
                 if record_exception:
                     span.record_exception(exc)
                 if set_status_on_exception:
@@ -172,9 +171,9 @@ class _CurrentSpan(contextlib.ContextDecorator):
 
 
 class LeanTracer(Tracer):
-    """The SDK's tracer with a short path for children of a sampled parent (see the module's docstring)."""
+    """The SDK's tracer with a short path for the spans of a sampled turn (see the module's docstring)."""
 
-    _lean: bool | None = None
+    _lean = False  # whether the short path applies to this tracer's sampler and metrics (set by the provider)
 
     def _lean_applies(self) -> bool:
         sampler = self.sampler
@@ -185,38 +184,34 @@ class LeanTracer(Tracer):
     def start_span(self, name: str, context: context_api.Context | None = None, kind: SpanKind = SpanKind.INTERNAL,
                    attributes: Any = None, links: Sequence[trace_api.Link] | None = (), start_time: int | None = None,
                    record_exception: bool = True, set_status_on_exception: bool = True) -> trace_api.Span:
-        lean = self._lean
-        if lean is None:
-            lean = self._lean = self._lean_applies()
-        if not lean or links or start_time is not None or not self._tracer_config.is_enabled:
-            return super().start_span(name, context, kind, attributes, links, start_time, record_exception,
-                                      set_status_on_exception)
-        parent: Any = trace_api.get_current_span(context).get_span_context()
-        ids = self.id_generator
-        if type(parent) is SpanContext and parent.is_valid:
-            if not parent.trace_flags & TraceFlags.SAMPLED:
-                # The sampler would not record it: the SDK's way, to a non-recording span.
-                return super().start_span(name, context, kind, attributes, links, start_time, record_exception,
-                                          set_status_on_exception)
-            # ParentBased samples what a sampled parent asks for (the sampler is not asked: it would say so).
-            span_context = SpanContext(parent.trace_id, ids.generate_span_id(), False, _FLAGS[parent.trace_flags],
-                                       parent.trace_state)
-        elif parent is None or type(parent) is SpanContext:
-            # A root: the sampler decides, as in the SDK's start_span.
-            parent = None
-            trace_id = ids.generate_trace_id()
-            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-            flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
-            if ids.is_trace_id_random():
-                flags |= TraceFlags.RANDOM_TRACE_ID
-            span_context = SpanContext(trace_id, ids.generate_span_id(), False, TraceFlags(flags), result.trace_state)
-            if not result.decision.is_recording():
-                return trace_api.NonRecordingSpan(span_context)
-            attributes = result.attributes
-        else:
-            return super().start_span(name, context, kind, attributes, links, start_time, record_exception,
-                                      set_status_on_exception)
-        span = LeanSpan(self, name, span_context, parent, kind, attributes, record_exception, set_status_on_exception)
+        if self._lean and not links and start_time is None and self._tracer_config.is_enabled:
+            parent: Any = trace_api.get_current_span(context).get_span_context()
+            ids = self.id_generator
+            if type(parent) is SpanContext and parent.is_valid:
+                if parent.trace_flags & TraceFlags.SAMPLED:
+                    # ParentBased samples what a sampled parent asks for (the sampler is not asked: it would say so).
+                    span_context = SpanContext(parent.trace_id, ids.generate_span_id(), False,
+                                               _FLAGS[parent.trace_flags], parent.trace_state)
+                    return self._started(LeanSpan(self, name, span_context, parent, kind, attributes,
+                                                  record_exception, set_status_on_exception), context)
+                # An unsampled parent: the SDK's way below, to a non-recording span.
+            elif parent is None or type(parent) is SpanContext:
+                # A root: the sampler decides, as in the SDK's start_span.
+                trace_id = ids.generate_trace_id()
+                result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+                flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+                if ids.is_trace_id_random():
+                    flags |= TraceFlags.RANDOM_TRACE_ID
+                span_context = SpanContext(trace_id, ids.generate_span_id(), False, TraceFlags(flags),
+                                           result.trace_state)
+                if not result.decision.is_recording():
+                    return trace_api.NonRecordingSpan(span_context)
+                return self._started(LeanSpan(self, name, span_context, None, kind, result.attributes,
+                                              record_exception, set_status_on_exception), context)
+        return super().start_span(name, context, kind, attributes, links, start_time, record_exception,
+                                  set_status_on_exception)
+
+    def _started(self, span: LeanSpan, context: context_api.Context | None) -> LeanSpan:
         span._start_time = time_ns()
         self.span_processor.on_start(span, parent_context=context)
         return span
@@ -237,7 +232,9 @@ class LeanTracerProvider(TracerProvider):
                    schema_url: str | None = None, attributes: Any = None) -> trace_api.Tracer:
         found = super().get_tracer(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
         if type(found) is Tracer:
-            # The SDK built, configured and cached it; it becomes its subclass in place (methods only, no state of
-            # its own), so the provider's cache, resource and configurator updates keep reaching it.
+            # The SDK built, configured and cached it; it becomes its subclass in place (methods and one flag read
+            # off what the SDK set), so the provider's cache, resource and configurator updates keep reaching it.
             found.__class__ = LeanTracer
+            lean = cast(LeanTracer, found)
+            lean._lean = lean._lean_applies()
         return found
