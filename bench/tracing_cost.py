@@ -56,6 +56,22 @@ def one_run(extra: list[str], args: argparse.Namespace) -> dict[str, float]:
         return figures
 
 
+def print_processes(runs: dict[str, list[dict[str, float]]]) -> None:
+    """Each process's CPU a message, mean per variant: where the cost lands. A process that traces nothing (analytics:
+    its batches mix turns and carry no trace) moving with the others shows the machine's speed moving instead."""
+    prefix = "cpu_ms_per_message."
+    processes = [key[len(prefix):] for key in runs["off"][0] if key.startswith(prefix)]
+    if not processes:
+        return
+    print("\nCPU ms a message by process, mean per variant (ratio to off):")
+    print(f"  {'process':<12}" + "".join(f"{name:>24}" for name in runs))
+    for process in processes:
+        means = {name: statistics.fmean(r[prefix + process] for r in results) for name, results in runs.items()}
+        cells = [f"{means['off']:>24.2f}"] + [f"{mean:>15.2f} ({mean / means['off']:4.2f}x)"
+                                             for name, mean in means.items() if name != "off"]
+        print(f"  {process:<12}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every variant once")
@@ -92,6 +108,7 @@ def main() -> None:
                         is_goal=False))
     print_table(f"bench/tracing_cost — {args.rounds} rounds of bench/webhook --rate {args.rate:g} "
                 f"--seconds {args.seconds:g}, variants alternating", rows, "off")
+    print_processes(runs)
     print("\nthroughput cost of tracing (goal: under 10 %), mean and per round:")
     for name, results in runs.items():
         if name == "off":

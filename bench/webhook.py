@@ -312,7 +312,9 @@ def run(args: argparse.Namespace) -> None:
     total_cpu = sum(cpu_end[n] - cpu_start[n] for n in cpu_start) * 1000 / max(1, len(answered))
     print(f"  {'all services':<12} {'':>18}   {total_cpu:6.2f} ms")
     if args.json:
-        figures = {row.metric: row.measured for row in rows} | {"cpu_ms_per_message": total_cpu}
+        per_process = {f"cpu_ms_per_message.{n}": (cpu_end[n] - cpu_start[n]) * 1000 / max(1, len(answered))
+                       for n in cpu_start}
+        figures = {row.metric: row.measured for row in rows} | {"cpu_ms_per_message": total_cpu} | per_process
         Path(args.json).write_text(json.dumps(figures))
     print(f"  {'this bench':<12} {'(load + fake Twilio)':>18}   {bench_cpu * 1000 / max(1, len(answered)):6.2f} ms")
     if args.rss_every > 0:

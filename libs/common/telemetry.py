@@ -17,16 +17,18 @@ import atexit
 import json
 import logging
 import os
+import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.propagate import extract, inject
+from opentelemetry.propagate import extract, get_global_textmap, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from libs.common.settings import get_settings
@@ -45,6 +47,10 @@ _lock = threading.Lock()
 _provider: Any = None
 _instrumented: set[str] = set()
 _tracer: trace.Tracer = trace.NoOpTracer()
+# The W3C trace-context propagator setup installs when OTEL_PROPAGATORS chooses none. While it is the global one, a
+# context is written to and read from message headers and outbox rows here (``_carrier``, ``_extract``), as it would
+# do, without the generic carrier machinery around it: a few times per hop of every turn, traced or not.
+_w3c: Any = None
 
 
 def exporter_configured(env: Mapping[str, str] | None = None) -> bool:
@@ -167,7 +173,7 @@ def setup(service: str, role: str = "worker") -> bool:
     """Install the tracer provider and instrument libraries, once per process (call it after a fork).
 
     Returns whether tracing is on. ``role`` tells the gateway's HTTP process from its worker."""
-    global _provider, _tracer
+    global _provider, _tracer, _w3c
     with _lock:
         if _provider is not None:
             return True
@@ -212,7 +218,8 @@ def setup(service: str, role: str = "worker") -> bool:
             from opentelemetry.propagate import set_global_textmap
             from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-            set_global_textmap(TraceContextTextMapPropagator())
+            _w3c = TraceContextTextMapPropagator()
+            set_global_textmap(_w3c)
         trace.set_tracer_provider(provider)
         _provider = provider
         _tracer = provider.get_tracer(TRACER_NAME)
@@ -299,7 +306,21 @@ def trace_engine(engine: Any) -> Any:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._statements = {}
+            # The database a DBAPI connection is on, which it cannot change (reading it off psycopg's connection
+            # decodes it anew each time).
+            self._db_names: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
             super().__init__(*args, **kwargs)
+
+        def _db_name(self, conn: Any, cursor: Any) -> Any:
+            dbapi = getattr(cursor, "connection", None)
+            try:
+                return self._db_names[dbapi]
+            except (KeyError, TypeError):  # not seen yet; or None, or a connection without weak references
+                pass
+            db_name = _get_db_name_from_cursor_or_conn(self.vendor, conn, cursor)
+            with suppress(TypeError):
+                self._db_names[dbapi] = db_name
+            return db_name
 
         @classmethod
         def _register_event_listener(cls, target: Any, identifier: str, func: Any, *args: Any, **kw: Any) -> None:
@@ -322,7 +343,7 @@ def trace_engine(engine: Any) -> Any:
                 self._url_attributes = url_attributes = url_attributes if found else {}
             if self.enable_commenter or not url_attributes or not is_instrumentation_enabled():
                 return super()._before_cur_exec(conn, cursor, statement, params, context, executemany)
-            db_name = _get_db_name_from_cursor_or_conn(self.vendor, conn, cursor)
+            db_name = self._db_name(conn, cursor)
             key = (db_name, statement)
             found = self._statements.get(key)
             if found is None:
@@ -517,27 +538,68 @@ def mark_error(current: Span | None, reason: str) -> None:
 def publish_span(task: str, queue: str, event_type: str, event_id: str, correlation_id: str
                  ) -> Iterator[dict[str, str] | None]:
     """A producer span around one task sent to a queue; yields the headers that carry its context
-    (None when tracing is off)."""
+    (None when tracing is off).
+
+    The span is not made current: nothing under a send is traced (the broker's connections are not instrumented),
+    and the headers are written from the span itself."""
     if _provider is None:
         yield None
         return
-    attributes = {
+    if _in_untraced_turn():
+        # No span to make, only the turn's decision to pass on (the consumer's will follow it).
+        yield _carrier(trace.get_current_span())
+        return
+    producer = _tracer.start_span(f"apply_async/{task}", kind=SpanKind.PRODUCER, attributes={
         "messaging.system": "celery",
         "messaging.destination.name": queue,
         "repotalk.event.type": event_type,
         "repotalk.event.id": event_id,
         "repotalk.correlation_id": correlation_id,
-    }
-    headers: dict[str, str] = {}
-    if _in_untraced_turn():
-        # No span to make, only the turn's decision to pass on (the consumer's will follow it).
-        inject(headers)
-        yield headers
-        return
-    with _tracer.start_as_current_span(f"apply_async/{task}", kind=SpanKind.PRODUCER, attributes=attributes), \
-            suppressed():  # the send is this span, not the broker's LPUSH beneath it
-        inject(headers)
-        yield headers
+    })
+    try:
+        yield _carrier(producer)
+    except Exception as exc:  # as start_as_current_span would record it
+        if producer.is_recording():
+            producer.record_exception(exc)
+            producer.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        producer.end()
+
+
+def _carrier(current: Span) -> dict[str, str]:
+    """The headers ``inject`` would write for ``current`` (the span, current or not)."""
+    if _w3c is None or get_global_textmap() is not _w3c:
+        headers: dict[str, str] = {}
+        inject(headers, context=trace.set_span_in_context(current))
+        return headers
+    ctx = current.get_span_context()
+    if ctx == trace.INVALID_SPAN_CONTEXT:
+        return {}
+    headers = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+    if ctx.trace_state:
+        headers["tracestate"] = ctx.trace_state.to_header()
+    return headers
+
+
+# A traceparent as this module writes them (version 00, lower-case hex, nothing after the flags).
+_CANONICAL_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_NO_TRACE_ID = "0" * 32
+_NO_SPAN_ID = "0" * 16
+
+
+def _extract(carrier: dict[str, str]) -> otel_context.Context:
+    """``extract(carrier)``: for a canonical traceparent without a tracestate, read here as the W3C propagator reads
+    it; anything else (another propagator, a tracestate, another version or form) goes to ``extract`` itself."""
+    value = carrier.get("traceparent")
+    if (_w3c is None or "tracestate" in carrier or type(value) is not str or not _CANONICAL_TRACEPARENT.fullmatch(value)
+            or get_global_textmap() is not _w3c):
+        return extract(carrier)
+    trace_id, span_id = value[3:35], value[36:52]
+    if trace_id == _NO_TRACE_ID or span_id == _NO_SPAN_ID:
+        return otel_context.Context()
+    remote = trace.SpanContext(int(trace_id, 16), int(span_id, 16), True, trace.TraceFlags(int(value[53:], 16)))
+    return trace.set_span_in_context(trace.NonRecordingSpan(remote), otel_context.Context())
 
 
 @contextmanager
@@ -554,7 +616,7 @@ def consume_span(task: str, queue: str, request: Any, event_type: str, event_id:
     if "traceparent" not in carrier:
         yield None
         return
-    parent = extract(carrier)
+    parent = _extract(carrier)
     if not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
         # Not sampled: no span, but the handler runs in the turn's context, so its spans follow the decision too.
         token = otel_context.attach(parent)
@@ -583,9 +645,7 @@ def traceparent() -> str | None:
     """The current span's context as a W3C traceparent (kept with an outbox row), or None."""
     if _provider is None:
         return None
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return carrier.get("traceparent")
+    return _carrier(trace.get_current_span()).get("traceparent")
 
 
 @contextmanager
@@ -594,7 +654,7 @@ def remote_parent(traceparent_value: str | None) -> Iterator[None]:
     if _provider is None or not traceparent_value:
         yield
         return
-    token = otel_context.attach(extract({"traceparent": traceparent_value}))
+    token = otel_context.attach(_extract({"traceparent": traceparent_value}))
     try:
         yield
     finally:
@@ -603,7 +663,17 @@ def remote_parent(traceparent_value: str | None) -> Iterator[None]:
 
 def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) in hex of the recording span, for log lines and exemplars."""
+    global _last_ids
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
-    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+    last = _last_ids  # one read: another thread may replace it
+    if last[0] == ctx.trace_id and last[1] == ctx.span_id:
+        return last[2]
+    ids = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+    _last_ids = (ctx.trace_id, ctx.span_id, ids)
+    return ids
+
+
+# The last span's ids as current_ids formatted them: a handler's metrics and log lines ask for the same span's.
+_last_ids: tuple[int, int, tuple[str, str]] = (0, 0, ("", ""))

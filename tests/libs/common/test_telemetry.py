@@ -179,3 +179,91 @@ def test_redis_sql_and_tasks_are_traced_inside_a_turn_only(tmp_path: Path) -> No
     assert consumer["attributes"]["repotalk.event.id"] == "e2" and consumer["attributes"]["repotalk.delivery"] == 2
     assert pings[1]["parent_span_id"] == consumer["span_id"]
     assert "inner" not in by_name and all(s["trace_id"] != "c" * 32 for s in spans)
+
+
+_W3C_CONTEXTS = [
+    (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, 0x01, None),
+    (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, 0x00, None),
+    (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, 0x03, None),
+    (1, 1, 0x01, [("vendor", "opaque"), ("other", "x")]),
+    (0, 0, 0x00, None),
+]
+_TRACEPARENTS = [
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-f1",  # flags this SDK does not know, kept
+    "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # upper case: not W3C
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+    " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\t",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+    "00-0af7651916cd43dd8448eb211c8031_c-b7ad6b7169203331-01",
+    "",
+]
+
+
+@pytest.fixture
+def w3c(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The W3C propagator as setup installs it, for the duration of a test."""
+    from opentelemetry.propagate import get_global_textmap, set_global_textmap
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    previous = get_global_textmap()
+    propagator = TraceContextTextMapPropagator()
+    monkeypatch.setattr(telemetry, "_w3c", propagator)
+    set_global_textmap(propagator)
+    yield propagator
+    set_global_textmap(previous)
+
+
+@pytest.mark.parametrize("other_propagator", [False, True])
+def test_headers_are_written_and_read_as_the_w3c_propagator_does(w3c: Any, other_propagator: bool) -> None:
+    """The hops' own carrier code (every turn passes it a few times per hop) gives what inject and extract give,
+    for well-formed, malformed and unusual values, and defers to them under any other propagator."""
+    from opentelemetry import trace
+    from opentelemetry.propagate import extract, inject, set_global_textmap
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    if other_propagator:
+        set_global_textmap(CompositePropagator([w3c]))
+    for trace_id, span_id, flags, state in _W3C_CONTEXTS:
+        span = NonRecordingSpan(SpanContext(trace_id, span_id, True, TraceFlags(flags),
+                                            TraceState(state) if state else None))
+        expected: dict[str, str] = {}
+        inject(expected, context=trace.set_span_in_context(span))
+        assert telemetry._carrier(span) == expected
+    for value in _TRACEPARENTS:
+        for carrier in ({"traceparent": value}, {"traceparent": value, "tracestate": "vendor=opaque"}):
+            ours, theirs = telemetry._extract(carrier), extract(carrier)
+            assert trace.get_current_span(ours).get_span_context() == trace.get_current_span(theirs).get_span_context()
+            assert set(ours) == set(theirs), value
+
+
+def test_a_producer_span_writes_its_own_context_and_records_a_failed_send(
+        w3c: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(telemetry, "_provider", provider)
+    monkeypatch.setattr(telemetry, "_tracer", provider.get_tracer("test"))
+    with telemetry._tracer.start_as_current_span("turn") as turn:
+        with telemetry.publish_span("repotalk.processor.handle", "processor", "message.received", "e1",
+                                    "SM1") as headers:
+            assert trace.get_current_span() is turn  # the producer span is not made current
+        with pytest.raises(ConnectionError), telemetry.publish_span(
+                "repotalk.processor.handle", "processor", "message.received", "e2", "SM1"):
+            raise ConnectionError("broker down")
+    sent, failed, _ = memory.get_finished_spans()
+    ctx = sent.context
+    assert headers == {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+    assert sent.parent.span_id == turn.get_span_context().span_id
+    assert sent.kind is SpanKind.PRODUCER and sent.attributes["repotalk.event.id"] == "e1"
+    assert failed.status.status_code.name == "ERROR" and failed.events[0].name == "exception"
