@@ -67,7 +67,7 @@ def print_processes(runs: dict[str, list[dict[str, float]]]) -> None:
     print(f"  {'process':<12}" + "".join(f"{name:>24}" for name in runs))
     for process in processes:
         means = {name: statistics.fmean(r[prefix + process] for r in results) for name, results in runs.items()}
-        cells = [f"{means['off']:>24.2f}"] + [f"{mean:>15.2f} ({mean / means['off']:4.2f}x)"
+        cells = [f"{means['off']:>24.2f}"] + [f"{mean:>16.2f} ({mean / means['off']:4.2f}x)"
                                              for name, mean in means.items() if name != "off"]
         print(f"  {process:<12}" + "".join(cells))
 

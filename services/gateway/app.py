@@ -140,6 +140,9 @@ def create_app(extra_routers: Sequence[APIRouter] = (), start_relay: bool = True
             if relay is not None:
                 relay.stop()
             app.state.relay = None
+            # The last requests' and relay passes' spans go out now: uvicorn ends the process with the signal that
+            # stopped it (re-raised once it has shut down), so exit handlers never run.
+            telemetry.flush()
 
     app = GatewayApp(title="repotalk gateway", version="0.1.0", lifespan=lifespan)
     app.state.relay = None

@@ -274,3 +274,26 @@ def test_turns_that_travel_together_are_answered_once_each_and_keep_a_trace_each
             assert consumers == ["run/repotalk.processor.handle", "run/repotalk.code_search.handle",
                                  "run/repotalk.ai_engine.handle", "run/repotalk.processor.handle",
                                  "run/repotalk.gateway.handle"]
+
+
+def test_every_process_exports_its_last_spans_as_it_stops(
+    base_env: dict[str, str], pg_url: str, redis_prefix: str, twilio: FakeTwilio, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the batch processor's own schedule (spans go out every 5 s), a turn answered just before the stack
+    stops is still one whole trace in the file: each process, the HTTP gateway under uvicorn included (which ends
+    itself with the signal it was stopped by, without running exit handlers), flushes its spans as it stops."""
+    from tests.conftest import REDIS_URL
+
+    span_file = tmp_path / "spans.jsonl"
+    env = {**_stack_env(base_env, pg_url, REDIS_URL, redis_prefix, twilio, tmp_path),
+           "REPOTALK_TRACE_FILE": str(span_file), "OTEL_BSP_SCHEDULE_DELAY": "30000"}
+    _prepare(monkeypatch, env)
+    sid = new_message_sid()
+    with Stack(env=env, run_dir=tmp_path / "run", port=free_port()) as stack:
+        assert post_webhook(stack.base_url, QUESTION, SENDER, sid, twilio.auth_token).status_code == 200
+        wait_until(lambda: _answers(twilio, SENDER), 60, "the answer at fake Twilio")
+        assert _turn_chain(span_file, sid) is None  # nothing exported yet: the schedule is 30 s
+    found = _turn_chain(span_file, sid)
+    assert found is not None, sorted({(s["service"], s["name"]) for s in _spans(span_file)})
+    assert _services_along(found[0]) == TURN
