@@ -188,7 +188,21 @@ def build_parser(description: str = __doc__ or "") -> argparse.ArgumentParser:
     parser.add_argument("--tracing", choices=["off", "otlp", "file"], default="off",
                         help="OpenTelemetry in every process: off, OTLP/HTTP to a local sink, or a JSON-lines file")
     parser.add_argument("--json", default="", help="also write the figures to this file (bench/tracing_cost)")
+    parser.add_argument("--barrier", default="",
+                        help="start the load only when every bench given this path is ready (path.<pid> files, "
+                             "--parties of them): bench/tracing_cost --paired runs two at once")
+    parser.add_argument("--parties", type=int, default=2, help="benches meeting at --barrier")
     return parser
+
+
+def meet(barrier: Path, parties: int, timeout: float = 300.0) -> None:
+    """Wait until ``parties`` benches (this one included) have reached ``barrier``."""
+    Path(f"{barrier}.{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(barrier.parent.glob(f"{barrier.name}.*"))) < parties:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the other benches did not reach {barrier} in {timeout:.0f} s")
+        time.sleep(0.005)
 
 
 def main() -> None:
@@ -237,10 +251,12 @@ def run(args: argparse.Namespace) -> None:
         stack = Stack(env=env, run_dir=Path(tmp) / "run", port=_free_port())
         stack.start()
         try:
+            requests = signed_requests(stack.base_url, twilio.auth_token, int(args.rate * args.seconds), args.users)
+            if args.barrier:
+                meet(Path(args.barrier), args.parties)
             rss_start = {name: rss_mb(proc.pid) for name, proc in stack.procs.items()}
             cpu_start = {name: cpu_seconds(proc.pid) for name, proc in stack.procs.items()}
             print(f"stack up: {', '.join(stack.procs)}; offering {args.rate:.0f}/s for {args.seconds:.0f} s")
-            requests = signed_requests(stack.base_url, twilio.auth_token, int(args.rate * args.seconds), args.users)
             host, port = stack.base_url.split("://", 1)[1].split(":")
             t_start = time.monotonic()
             bench_cpu_start = time.process_time()
