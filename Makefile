@@ -11,7 +11,7 @@ DEV_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/repotalk_dev
 DEV_BROKER_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: help install run dev-local dev stop logs test test-fast lint typecheck validate bench bench-webhook \
-	bench-load bench-faults bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths bench-tracing clean
+	bench-load bench-faults bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths bench-tracing bench-tracing-in-run clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -66,7 +66,7 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
-bench: bench-webhook bench-load bench-faults bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths bench-tracing ## Every benchmark
+bench: bench-webhook bench-load bench-faults bench-search bench-retrieval bench-ai bench-celery-floor bench-hotpaths bench-tracing bench-tracing-in-run ## Every benchmark
 
 bench-webhook: install ## Signed webhooks through the distributed stack: msgs/s, ack and end-to-end latency
 	$(BIN)/python bench/webhook.py
@@ -88,6 +88,9 @@ bench-ai: install ## The AI engine's own overhead per turn and the cost of a fal
 
 bench-tracing: install ## Throughput cost of tracing: bench-webhook alternating off, as shipped and every turn
 	$(BIN)/python bench/tracing_cost.py --sampled-out
+
+bench-tracing-in-run: install ## CPU of a traced turn's spans, beside untraced turns of the same run
+	$(BIN)/python bench/tracing_in_run.py
 
 bench-celery-floor: install ## CPU of one event hop through Celery with a no-op handler, beside bare Redis
 	$(BIN)/python bench/celery_floor.py

@@ -1,0 +1,69 @@
+"""Loaded by every process bench/tracing_in_run starts (its directory is put on PYTHONPATH): in a Celery worker,
+each bus event's handler is timed in thread CPU, kept apart by whether the task's traceparent is sampled, and so is
+the span export thread's work; the totals are written as JSON at exit to $REPOTALK_SPAN_PROBE_DIR."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+_OUT = os.environ.get("REPOTALK_SPAN_PROBE_DIR", "")
+_totals: dict[str, list[float]] = {}  # kind -> [calls, thread CPU seconds]
+
+
+def _add(kind: str, seconds: float) -> None:
+    found = _totals.setdefault(kind, [0, 0.0])
+    found[0] += 1
+    found[1] += seconds
+
+
+def _wrap() -> None:
+    """Wrap the bus's handler runner and the batch processor's export once the worker has imported them."""
+    for _ in range(1200):
+        bus = sys.modules.get("libs.common.bus")
+        if bus is not None and hasattr(bus, "_run_handler"):
+            break
+        time.sleep(0.05)
+    else:
+        return
+    run_handler = bus._run_handler
+
+    def timed_handler(service: Any, handlers: Any, envelope: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        parent = getattr(request, "traceparent", None)
+        kind = "untraced" if not isinstance(parent, str) else (
+            "sampled" if int(parent[-2:], 16) & 1 else "unsampled")
+        started = time.thread_time()
+        try:
+            return run_handler(service, handlers, envelope, request, *args, **kwargs)
+        finally:
+            _add(kind, time.thread_time() - started)
+
+    setattr(bus, "_run_handler", timed_handler)  # noqa: B010  (a module found at run time)
+    from opentelemetry.sdk._shared_internal import BatchProcessor
+
+    export = BatchProcessor._export
+
+    def timed_export(self: Any, strategy: Any) -> None:
+        started = time.thread_time()
+        try:
+            export(self, strategy)
+        finally:
+            _add("export", time.thread_time() - started)
+
+    BatchProcessor._export = timed_export  # type: ignore[method-assign,assignment]
+
+
+def _write() -> None:
+    service = sys.argv[-1]
+    with open(os.path.join(_OUT, f"{service}.{os.getpid()}.json"), "w") as out:
+        json.dump({"service": service, "totals": _totals}, out)
+
+
+if _OUT and "worker" in sys.argv:
+    threading.Thread(target=_wrap, name="span-probe", daemon=True).start()
+    atexit.register(_write)
