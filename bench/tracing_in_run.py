@@ -69,8 +69,8 @@ def main() -> None:
               f"spans {sampled_us - unsampled_us:6.1f} us an event ({per_turn:.1f} a turn)  "
               f"export {export_us:6.1f} us a traced turn")
     cpu_ms = figures["cpu_ms_per_message"]
-    # The run's CPU a message had half its turns traced: without them, it would have been this.
-    untraced_cpu_ms = cpu_ms - span_cost / 2 / 1000
+    # The run's CPU a message had the sampled share of its turns traced: without them, it would have been this.
+    untraced_cpu_ms = cpu_ms - span_cost * sampled_turns / turns / 1000
     rows.append(Row("workers' handlers a turn, traced (us)", untraced + span_cost, untraced, "us", is_goal=False))
     rows.append(Row("all services' CPU a message, every turn traced (ms)", untraced_cpu_ms + span_cost / 1000,
                     untraced_cpu_ms, "ms", is_goal=False))

@@ -663,17 +663,7 @@ def remote_parent(traceparent_value: str | None) -> Iterator[None]:
 
 def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) in hex of the recording span, for log lines and exemplars."""
-    global _last_ids
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
-    last = _last_ids  # one read: another thread may replace it
-    if last[0] == ctx.trace_id and last[1] == ctx.span_id:
-        return last[2]
-    ids = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-    _last_ids = (ctx.trace_id, ctx.span_id, ids)
-    return ids
-
-
-# The last span's ids as current_ids formatted them: a handler's metrics and log lines ask for the same span's.
-_last_ids: tuple[int, int, tuple[str, str]] = (0, 0, ("", ""))
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
