@@ -12,9 +12,10 @@ a ``ParentBased`` one that samples what a sampled parent asks for, and a span ha
 time:
 - a child of a sampled parent is sampled without asking the sampler (it would say so);
 - a root is sampled by the sampler, as the SDK's ``start_span`` does it;
-- a recording span is a ``LeanSpan``: the SDK's ``Span`` class, its fields set directly, plain attributes
-  (non-empty str keys, str/int/float/bool values within the limits) stored without cleaning each one, which is what
-  cleaning would have left, and handing itself, already immutable, to the processors as it ends;
+- a recording span is a ``LeanSpan``: the SDK span's fields in slots, plain attributes (non-empty str keys,
+  str/int/float/bool values within the limits) kept in a plain dict without cleaning each one, which is what
+  cleaning would have left, and handing itself, already immutable, to the processors as it ends; when the one
+  processor is the capturing one (OTLP, as shipped), straight to it;
 - ``start_as_current_span`` is a class-based context manager (and decorator) doing what ``trace.use_span`` does.
 Anything else (links, a start time, children of unsampled parents, another sampler) takes the SDK's own path.
 tests/libs/common/test_telemetry_spans.py runs the same spans through both providers and compares them field by
@@ -33,9 +34,10 @@ from typing import Any, cast
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import Tracer, TracerProvider, _Span
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, Tracer, TracerProvider
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 log = logging.getLogger(__name__)
@@ -46,92 +48,144 @@ _NONE: tuple[Any, ...] = ()  # events and links until a span has some (most neve
 _FLAGS = {flags: TraceFlags(TraceFlags.SAMPLED | (flags & TraceFlags.RANDOM_TRACE_ID)) for flags in range(256)}
 
 
-def _add_plain(attributes: BoundedAttributes, new: Mapping[str, Any]) -> bool:
-    """``attributes._set_items(new)`` for the common case, without cleaning each value: every key a non-empty str
-    not set yet, every value a str (within the length limit), int, float or bool, and room for them all. Returns
-    False, having changed nothing, for anything else, which the SDK's way then handles (with the same result in the
-    common case)."""
-    plain = attributes._dict
-    limit = attributes.maxlen
-    value_limit = attributes.max_value_len
-    if limit is not None and len(plain) + len(new) > limit:
+def _plain(attributes: Mapping[str, Any], limits: SpanLimits, existing: Mapping[str, Any] | None = None) -> bool:
+    """Whether cleaning ``attributes`` (added to ``existing``) would keep them as they are: every key a non-empty
+    str not set yet, every value a str within the length limit, an int, a float or a bool, and room for them all."""
+    limit = limits.max_span_attributes
+    value_limit = limits.max_span_attribute_length
+    if limit is not None and len(attributes) + (len(existing) if existing else 0) > limit:
         return False
-    for key, value in new.items():
+    for key, value in attributes.items():
         kind = type(value)
-        if type(key) is not str or not key or key in plain or not (
+        if type(key) is not str or not key or (existing and key in existing) or not (
                 (kind is str and (value_limit is None or len(value) <= value_limit))
                 or kind is int or kind is bool or kind is float):
             return False
-    plain.update(new)
     return True
 
 
-class LeanSpan(_Span):
-    """The SDK's span, made and ended the short way (see the module's docstring); everything else is inherited."""
+class LeanSpan(trace_api.Span, ReadableSpan):
+    """The SDK's span, made and ended the short way (see the module's docstring): the fields its processors read,
+    in slots; plain attributes in a plain dict (a ``BoundedAttributes`` only once something needs cleaning, which
+    then holds what the limits leave); and, when the provider's only span processor is the capturing one (OTLP, as
+    shipped), no ``on_start`` or ``_on_ending`` (both do nothing there) and ``on_end`` called on it directly,
+    not through the multi-processor's loops. What a span does when asked (status, events, exceptions, links,
+    renaming, calls after its end) is the SDK span's own code."""
 
-    def __init__(self, tracer: Tracer, name: str, context: SpanContext, parent: SpanContext | None, kind: SpanKind,
-                 attributes: Mapping[str, Any] | None, record_exception: bool, set_status_on_exception: bool) -> None:
-        # The fields Span.__init__ and ReadableSpan.__init__ set, set directly.
+    __slots__ = ("_attributes", "_capturing", "_context", "_end_time", "_events", "_instrumentation_info",
+                 "_instrumentation_scope", "_kind", "_limits", "_links", "_lock", "_name", "_parent",
+                 "_record_exception", "_resource", "_set_status_on_exception", "_span_processor", "_start_time",
+                 "_status")
+
+    def __init__(self, tracer: LeanTracer, capturing: Any, name: str, context: SpanContext,
+                 parent: SpanContext | None, kind: SpanKind, attributes: Mapping[str, Any] | None,
+                 record_exception: bool, set_status_on_exception: bool) -> None:
         limits = tracer._span_limits
         self._name = name
         self._context = context
-        self._kind = kind
-        self._instrumentation_info = tracer.instrumentation_info
-        self._instrumentation_scope = tracer._instrumentation_scope
         self._parent = parent
-        self._start_time = None
+        self._kind = kind
         self._end_time = None
-        self._resource = tracer.resource
         self._status = _UNSET
-        self._sampler = tracer.sampler
-        self._trace_config = None
+        self._resource = tracer.resource
+        self._instrumentation_scope = tracer._instrumentation_scope
+        self._instrumentation_info = tracer.instrumentation_info
+        self._limits = limits
+        self._lock = threading.Lock()
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._span_processor = tracer.span_processor
-        self._limits = limits
-        self._lock = threading.Lock()
-        self._attributes = BoundedAttributes(limits.max_span_attributes, None, immutable=False,
-                                             max_value_len=limits.max_span_attribute_length)
-        if attributes and not _add_plain(self._attributes, attributes):
-            self._attributes._set_items(attributes)
+        self._capturing = capturing  # the capturing processor, when it is the only one
         self._events = _NONE
         self._links = _NONE
-        self._record_end_metrics = None
+        if not attributes:
+            self._attributes: Any = {}
+        elif _plain(attributes, limits):
+            self._attributes = dict(attributes)  # the caller's may be shared (a statement's cached attributes)
+        else:
+            self._attributes = self._bounded({})
+            self._attributes._set_items(attributes)
+        self._start_time: int | None = None  # set as the tracer starts it
+
+    def _bounded(self, plain: dict[str, Any]) -> BoundedAttributes:
+        """The attributes as the SDK keeps them, from ones already clean."""
+        limits = self._limits
+        bounded = BoundedAttributes(limits.max_span_attributes, None, immutable=False,
+                                    max_value_len=limits.max_span_attribute_length)
+        bounded._dict.update(plain)
+        return bounded
+
+    def get_span_context(self) -> SpanContext:
+        return cast(SpanContext, self._context)  # always set (ReadableSpan's allows None)
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         with self._lock:
             if self._end_time is not None:
                 log.warning("Setting attribute on ended span.")
                 return
-            bounded = cast(BoundedAttributes, self._attributes)  # as __init__ made it
-            if not _add_plain(bounded, attributes):
-                bounded._set_items(attributes)
+            current = self._attributes
+            if type(current) is dict:
+                if _plain(attributes, self._limits, current):
+                    current.update(attributes)
+                    return
+                current = self._attributes = self._bounded(current)
+            current._set_items(attributes)
 
-    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
-        with self._lock:
-            if self._events is _NONE:
-                self._events = self._new_events()
-        super().add_event(name, attributes, timestamp)
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
 
-    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
+    # The SDK span's own, which read and write only fields this one has.
+    set_status = Span.set_status
+    update_name = Span.update_name
+    add_event = Span.add_event
+    add_link = Span.add_link
+    record_exception = Span.record_exception
+
+    def _append(self, field: str, maxlen: int | None, item: Any, caller: str) -> None:
+        """An event or link added (add_event's and add_link's last step), holding the lock as the SDK's does."""
         with self._lock:
-            if self._links is _NONE:
-                self._links = self._new_links(())
-        super().add_link(context, attributes)
+            if self._end_time is not None:
+                log.warning("Tried calling %s on an ended span.", caller)
+                return
+            found = getattr(self, field)
+            if not isinstance(found, BoundedList):  # the first one
+                found = BoundedList(maxlen)
+                setattr(self, field, found)
+            found.append(item)
+
+    def _add_event(self, event: Any) -> None:
+        self._append("_events", self._limits.max_events, event, "_add_event")
+
+    def _add_link(self, link: Any) -> None:
+        self._append("_links", self._limits.max_links, link, "_add_link")
+
+    def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:
+        # The SDK span's (used as ``with tracer.start_span(...) as span``).
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exception=exc_val, escaped=True)  # type: ignore[misc]  # the SDK span's
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
-            if self._start_time is None:
-                raise RuntimeError("Calling end() on a not started span.")
             if self._end_time is not None:
                 log.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
-            cast(BoundedAttributes, self._attributes)._immutable = True  # as __init__ made it
-        processor = self._span_processor
+            if type(self._attributes) is BoundedAttributes:
+                self._attributes._immutable = True
+        # The span itself, not a ReadableSpan copy of it: once ended, nothing of it can change (every setter checks
+        # the end time), which is all the copy was for.
+        if self._capturing is not None:
+            self._capturing.on_end(self)
+            return
+        processor: Any = self._span_processor  # typed for the SDK's Span, which this is in all but class
         processor._on_ending(self)
-        # The span itself, not a ReadableSpan copy of it: once ended, nothing of it can change (every setter
-        # checks the end time), which is all the copy was for.
         processor.on_end(self)
 
 
@@ -174,6 +228,18 @@ class LeanTracer(Tracer):
     """The SDK's tracer with a short path for the spans of a sampled turn (see the module's docstring)."""
 
     _lean = False  # whether the short path applies to this tracer's sampler and metrics (set by the provider)
+    _seen_processors: Any = None  # the provider's span processors when _capture was last worked out
+    _capture: Any = None  # the capturing one of them, when it is the only one
+
+    def _capturing(self) -> Any:
+        """The capturing span processor, when it is the provider's only one (else None): a span can skip the rest.
+        Adding a processor replaces the provider's tuple of them, so this is worked out again only then."""
+        processors = getattr(self.span_processor, "_span_processors", None)
+        if processors is not self._seen_processors:
+            self._capture = (processors[0] if processors and len(processors) == 1
+                             and getattr(processors[0], "takes_flat_spans", False) else None)
+            self._seen_processors = processors
+        return self._capture
 
     def _lean_applies(self) -> bool:
         sampler = self.sampler
@@ -192,8 +258,8 @@ class LeanTracer(Tracer):
                     # ParentBased samples what a sampled parent asks for (the sampler is not asked: it would say so).
                     span_context = SpanContext(parent.trace_id, ids.generate_span_id(), False,
                                                _FLAGS[parent.trace_flags], parent.trace_state)
-                    return self._started(LeanSpan(self, name, span_context, parent, kind, attributes,
-                                                  record_exception, set_status_on_exception), context)
+                    return self._started(LeanSpan(self, self._capturing(), name, span_context, parent, kind,
+                                                  attributes, record_exception, set_status_on_exception), context)
                 # An unsampled parent: the SDK's way below, to a non-recording span.
             elif parent is None or type(parent) is SpanContext:
                 # A root: the sampler decides, as in the SDK's start_span.
@@ -206,14 +272,18 @@ class LeanTracer(Tracer):
                                            result.trace_state)
                 if not result.decision.is_recording():
                     return trace_api.NonRecordingSpan(span_context)
-                return self._started(LeanSpan(self, name, span_context, None, kind, result.attributes,
+                # A span recorded but not sampled goes to every processor, as the SDK's (the capturing one drops it).
+                capturing = self._capturing() if result.decision.is_sampled() else None
+                return self._started(LeanSpan(self, capturing, name, span_context, None, kind, result.attributes,
                                               record_exception, set_status_on_exception), context)
         return super().start_span(name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception)
 
     def _started(self, span: LeanSpan, context: context_api.Context | None) -> LeanSpan:
         span._start_time = time_ns()
-        self.span_processor.on_start(span, parent_context=context)
+        if span._capturing is None:
+            processor: Any = self.span_processor  # typed for the SDK's Span, which this is in all but class
+            processor.on_start(span, parent_context=context)
         return span
 
     def start_as_current_span(  # type: ignore[override]

@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import collect_request_attributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
@@ -30,7 +30,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from libs.common import telemetry
+from libs.common import telemetry, telemetry_otlp
 from libs.common.telemetry_spans import LeanSpan, LeanTracer, LeanTracerProvider
 
 
@@ -80,6 +80,8 @@ def _turn(tracer: trace.Tracer) -> list[trace.Span]:
             child.set_attributes({"long": "y" * 40, "empty": "", "bytes": b"raw"})  # truncated; full now: oldest out
             child.add_event("retry", {"attempt": 2, "why": "timeout" * 3})
             child.add_event("again")
+            child.add_event("third")
+            child.add_event("fourth")  # one more than the limit: the first is dropped
             child.update_name("child renamed")
         consumer = tracer.start_span("run/task", context=set_span_in_context(NonRecordingSpan(REMOTE)),
                                      kind=SpanKind.CONSUMER,
@@ -162,6 +164,85 @@ def test_the_lean_provider_makes_the_spans_the_sdk_makes() -> None:
     assert by_name["run/task"] is LeanSpan and by_name["decorated"] is LeanSpan and by_name["fails"] is LeanSpan
     assert by_name["linked"] is not LeanSpan and by_name["timed"] is not LeanSpan
     assert "not sampled" not in by_name
+
+
+class Captures:
+    """Where a capturing batch processor's batches go here: the captured spans, kept."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[Any, ...]] = []
+
+    def export_captured(self, batch: list[tuple[Any, ...]]) -> SpanExportResult:
+        self.spans += batch
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def _capturing(kind: type[TracerProvider], limits: dict[str, int]) -> tuple[TracerProvider, Captures]:
+    """A provider as ``setup`` makes it for OTLP: the capturing batch processor its only one."""
+    captures = Captures()
+    provider = kind(resource=Resource.create({"service.name": "processor"}), sampler=ParentBased(ALWAYS_ON),
+                    id_generator=CountingIds(), span_limits=SpanLimits(**limits))
+    provider.add_span_processor(telemetry_otlp.CapturingBatchSpanProcessor(captures))  # type: ignore[arg-type]
+    return provider, captures
+
+
+def _captured(span: tuple[Any, ...], exact_times: bool) -> tuple[Any, ...]:
+    """Everything a captured span will be encoded from, comparable across providers (their resources are equal,
+    not the same object, so each is numbered apart)."""
+    (origin, trace_id, span_id, trace_state, parent_id, parent_remote, name, kind, start, end, attributes,
+     dropped_attributes, events, dropped_events, links, dropped_links, code, description) = span
+    resource, scope, _, _ = telemetry_otlp._origins.pairs[origin]
+
+    def event(e: Any) -> tuple[Any, ...]:
+        attributes = dict(e.attributes or {})
+        stack = attributes.pop("exception.stacktrace", "")  # differs by the frame that caught the exception
+        return e.name, e.timestamp is not None, attributes, e.dropped_attributes, stack.strip().splitlines()[-1:]
+
+    return (dict(resource.attributes), scope, trace_id, span_id, trace_state, parent_id, parent_remote, name, kind,
+            (start, end) if exact_times else (start > 0, end >= start), list(attributes.items()),
+            dropped_attributes, [event(e) for e in events], dropped_events,
+            [(link.context, dict(link.attributes or {})) for link in links], dropped_links, code, description)
+
+
+@pytest.mark.parametrize("limits", [LIMITS, {}], ids=["tight limits", "default limits"])
+def test_spans_the_capturing_processor_takes_straight_from_the_lean_tracer_are_the_sdks(
+    limits: dict[str, int]
+) -> None:
+    stock, stock_captures = _capturing(TracerProvider, limits)
+    lean, lean_captures = _capturing(LeanTracerProvider, limits)
+    _turn(stock.get_tracer("repotalk", "1.0"))
+    started = _turn(lean.get_tracer("repotalk", "1.0"))
+    assert stock.force_flush() and lean.force_flush()
+
+    expected = [_captured(span, exact_times=span[6] == "timed") for span in stock_captures.spans]
+    got = [_captured(span, exact_times=span[6] == "timed") for span in lean_captures.spans]
+    assert [r[7] for r in got] == [r[7] for r in expected]
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours == theirs
+    by_name = {span.name: type(span) for span in started}  # type: ignore[attr-defined]
+    assert {by_name[name] for name in ("POST /webhooks/twilio", "child renamed", "run/task", "decorated", "fails",
+                                       "quiet", "long", "too many")} == {LeanSpan}
+    assert by_name["linked"] is not LeanSpan and by_name["timed"] is not LeanSpan
+    stock.shutdown()
+    lean.shutdown()
+
+
+def test_with_another_span_processor_beside_the_capturing_one_spans_reach_both() -> None:
+    lean, captures = _capturing(LeanTracerProvider, {})
+    tracer = lean.get_tracer("repotalk")
+    with tracer.start_as_current_span("before"):
+        pass
+    memory = InMemorySpanExporter()
+    lean.add_span_processor(SimpleSpanProcessor(memory))  # from now on, the capturing one is not the only one
+    with tracer.start_as_current_span("after"):
+        pass
+    assert lean.force_flush()
+    assert [span[6] for span in captures.spans] == ["before", "after"]
+    assert [span.name for span in memory.get_finished_spans()] == ["after"]
+    lean.shutdown()
 
 
 def test_a_childs_flags_and_trace_state_come_from_its_sampled_parent() -> None:
