@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -71,13 +73,35 @@ TWILIO_SEND_LATENCY = Histogram(
     "repotalk_twilio_send_seconds", "One chunk's send, retries included", buckets=FAST_BUCKETS)
 
 
+# A bucket keeps one exemplar, its latest, which Prometheus reads at each scrape (every 15 s by default): setting one
+# on every observation of a traced turn (the client validates its labels, stamps and locks it) was work thrown away
+# for all but the last before a scrape. One a second per bucket still gives every bucket a recent traced example.
+EXEMPLAR_EVERY = 1.0
+_monotonic = time.monotonic
+_exemplar_due: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDictionary()
+
+
 def observe(histogram: Any, seconds: float) -> None:
-    """``histogram.observe`` with the current trace as exemplar, when one is being recorded."""
+    """``histogram.observe`` with the current trace as exemplar, when one is being recorded and the bucket's last
+    exemplar is a second old or more."""
     ids = None if MULTIPROCESS else telemetry.current_ids()
-    if ids is None:
+    if ids is None or not _exemplar_wanted(histogram, seconds):
         histogram.observe(seconds)
     else:
         histogram.observe(seconds, exemplar={"trace_id": ids[0]})
+
+
+def _exemplar_wanted(histogram: Any, seconds: float) -> bool:
+    bounds = histogram._upper_bounds  # the child's bucket bounds, +Inf last: the client keeps them there
+    due = _exemplar_due.get(histogram)
+    if due is None:
+        due = _exemplar_due[histogram] = [0.0] * len(bounds)
+    bucket = bisect_left(bounds, seconds)  # the client's bucket: the first bound the value is not above
+    now = _monotonic()
+    if now < due[bucket]:
+        return False
+    due[bucket] = now + EXEMPLAR_EVERY
+    return True
 
 
 def record_hop(service: str, event_type: str, occurred_at: datetime, ok: bool) -> None:

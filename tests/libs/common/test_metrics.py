@@ -4,6 +4,7 @@ server serves /metrics."""
 from __future__ import annotations
 
 import httpx
+import pytest
 import redis
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -45,6 +46,34 @@ def test_a_histogram_observed_in_a_trace_carries_its_id_as_exemplar() -> None:
     assert f'# {{trace_id="{trace_id}"}} 0.5' in text
     assert text.count("trace_id=") == 1
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_a_bucket_gets_an_exemplar_at_most_once_a_second_and_each_bucket_its_own(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(metrics, "_monotonic", lambda: now[0])
+    registry = CollectorRegistry()
+    histogram = Histogram("t_seconds", "test", ["kind"], registry=registry, buckets=(0.1, 1.0)).labels("a")
+    tracer = TracerProvider().get_tracer("test")
+
+    def traced(seconds: float) -> str:
+        with tracer.start_as_current_span("turn") as span:
+            metrics.observe(histogram, seconds)
+            return f"{span.get_span_context().trace_id:032x}"
+
+    first = traced(0.5)
+    second = traced(0.6)  # the same bucket within the second: counted, no new exemplar
+    slow = traced(5.0)  # another bucket (+Inf): its own
+    edge = traced(0.1)  # on a bound: that bucket, as the client counts it
+    text = openmetrics(registry).decode()
+    assert f'trace_id="{first}"' in text and f'trace_id="{second}"' not in text
+    assert f'trace_id="{slow}"' in text and f'trace_id="{edge}"' in text
+    assert 't_seconds_count{kind="a"} 4.0' in text
+    now[0] += metrics.EXEMPLAR_EVERY
+    later = traced(0.7)  # a second on: the bucket's exemplar is this turn's
+    text = openmetrics(registry).decode()
+    assert f'trace_id="{later}"' in text and f'trace_id="{first}"' not in text
 
 
 def test_a_worker_probe_server_serves_metrics() -> None:
