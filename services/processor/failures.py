@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from libs.common.db import utcnow
 from libs.common.events import Envelope, MessageFailed, Service
-from services.processor import outgoing, texts, turns, tx
+from services.processor import outgoing, turns, tx
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +56,4 @@ def _fail(conn: Connection, correlation_id: str, failure: MessageFailed) -> list
     else:
         log.info("message.failed %s at %s: turn already failed, re-publishing the apology", correlation_id,
                  failure.stage)
-    return [outgoing.reply(correlation_id, turn.user_id, texts.APOLOGY, "error")]
+    return [outgoing.apology(correlation_id, turn.user_id)]

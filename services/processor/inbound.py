@@ -196,5 +196,10 @@ def replay(turn: turns.StoredTurn) -> list[Envelope]:
         # not sent again.
         body = turns.answer_text(turn) or texts.EMPTY_ANSWER
         return [outgoing.reply(turn.correlation_id, turn.user_id, body, "answer")]
-    # Failed: the message.failed handler sent the apology (re-publishing it would meet the failed send again).
+    if turn.status == turns.FAILED:
+        # The apology the message.failed handler published, again (the same event: the turn's one reply id). It can
+        # be lost on its way to the gateway as an answer's can, and is re-driven the same way. It cannot loop: the
+        # gateway re-drives only a turn with no reply rows, and its sender sends each chunk once; a chunk whose
+        # send failed is reported (stage gateway, for which nobody apologises), not sent again.
+        return [outgoing.apology(turn.correlation_id, turn.user_id)]
     return []

@@ -5,6 +5,7 @@ analytics per event id). A turn gets exactly one reply.ready id, whatever produc
 from __future__ import annotations
 
 from libs.common.events import Envelope, EventType, ReplyKind, ReplyReady, SearchRequested, Service, derived_id
+from services.processor import texts
 
 SOURCE = Service.PROCESSOR.value
 
@@ -16,6 +17,11 @@ def reply(
     return Envelope.new(
         payload, correlation_id, source=SOURCE, event_id=derived_id(correlation_id, EventType.REPLY_READY)
     )
+
+
+def apology(correlation_id: str, user_id: str) -> Envelope:
+    """A failed turn's reply (the message.failed handler's, and a re-driven failed turn's)."""
+    return reply(correlation_id, user_id, texts.APOLOGY, "error")
 
 
 def search(correlation_id: str, request: SearchRequested) -> Envelope:

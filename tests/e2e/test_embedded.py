@@ -137,12 +137,9 @@ def test_with_the_allow_list_a_listed_number_is_answered_and_a_stranger_refused(
     assert _count(InboundMessage) == 1 and _count(Turn) == 1
 
 
-def test_a_reply_lost_on_its_way_to_the_sender_is_sent_after_the_redrive(
-    twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A reply.ready can vanish between the broker and the gateway (a worker killed just as it took the task off
-    the queue, before the broker counted it as taken). The gateway re-drives the turn, which has no reply, and the
-    processor, finding it answered, publishes the same reply again: it is sent once."""
+def _replies_after_losing_the_first(twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ask the question with the first reply.ready lost on its way to the sender; the replies sent, once the
+    re-drive has brought it and a /help after it has drained what was in flight."""
     from libs.common.events import Envelope, EventType
     from services.gateway import worker as gateway_worker
 
@@ -160,7 +157,34 @@ def test_a_reply_lost_on_its_way_to_the_sender_is_sent_after_the_redrive(
     with embedded_server() as server:
         assert post_webhook(server, QUESTION, SENDER, new_message_sid(), twilio.auth_token).status_code == 200
         wait_until(lambda: _replies_to(twilio, SENDER), 30, "the reply, after the re-drive")
-        post_webhook(server, "/help", SENDER, new_message_sid(), twilio.auth_token)  # drains what is in flight
+        post_webhook(server, "/help", SENDER, new_message_sid(), twilio.auth_token)
         wait_until(lambda: len(_replies_to(twilio, SENDER)) >= 2, 30, "the /help reply")
     assert lost
-    assert len([body for body in _replies_to(twilio, SENDER) if "security.py" in body]) == 1
+    return _replies_to(twilio, SENDER)
+
+
+def test_a_reply_lost_on_its_way_to_the_sender_is_sent_after_the_redrive(
+    twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply.ready can vanish between the broker and the gateway (a worker killed just as it took the task off
+    the queue, before the broker counted it as taken). The gateway re-drives the turn, which has no reply, and the
+    processor, finding it answered, publishes the same reply again: it is sent once."""
+    replies = _replies_after_losing_the_first(twilio, monkeypatch)
+    assert len([body for body in replies if "security.py" in body]) == 1
+
+
+def test_an_apology_lost_on_its_way_to_the_sender_is_sent_after_the_redrive(
+    twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a turn that failed: its reply is the apology, which can vanish the same way. The re-driven
+    turn, found failed, publishes the apology again: the user gets it, once."""
+    from libs.common.bus import PermanentError
+    from libs.common.events import Envelope, EventType
+    from services.code_search import worker as code_search_worker
+    from services.processor import texts
+
+    def broken_search(envelope: Envelope) -> None:
+        raise PermanentError("index unreadable")
+
+    monkeypatch.setitem(code_search_worker.HANDLERS, EventType.SEARCH_REQUESTED, broken_search)
+    assert _replies_after_losing_the_first(twilio, monkeypatch).count(texts.APOLOGY) == 1

@@ -93,6 +93,18 @@ def test_failure_fails_the_turn_and_apologises_once(database: str) -> None:
     assert turn(sid).answer_enc is None  # type: ignore[union-attr]
 
 
+def test_a_redriven_failed_turn_publishes_its_apology_again(database: str) -> None:
+    # The gateway re-drives a turn whose reply never reached it (lost between the broker and the sender): for a
+    # failed turn, that reply is the apology, the same event the failure published.
+    sid = new_sid()
+    search_of(deliver(received(sid, "q")))
+    (apology,) = deliver(failed(sid, "code_search"))
+    (again,) = deliver(received(sid, "q"))
+    assert again.type is EventType.REPLY_READY and again.id == apology.id == derived_id(sid, EventType.REPLY_READY)
+    assert again.payload == apology.payload and reply_of([again]).body == texts.APOLOGY
+    assert turn(sid).status == "failed"  # type: ignore[union-attr]
+
+
 def test_failed_turns_are_not_history(database: str) -> None:
     sid = new_sid()
     deliver(received(sid, "q"))
@@ -130,8 +142,10 @@ def test_failure_before_the_turn_existed_still_apologises_once(database: str) ->
 
     assert reply_of(first).body == texts.APOLOGY
     assert [e.id for e in first] == [e.id for e in again]
-    # A late redelivery of the message does not start the turn after the apology.
-    assert deliver(received(sid, "q")) == []
+    # A late redelivery of the message does not start the turn after the apology: it publishes the apology again
+    # (the same event, which the gateway sends once), in case that was what got lost.
+    late = deliver(received(sid, "q"))
+    assert [(e.type, e.id, e.payload) for e in late] == [(e.type, e.id, e.payload) for e in first]
 
 
 def test_failure_without_a_user_is_dropped(database: str) -> None:
