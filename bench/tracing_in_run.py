@@ -9,7 +9,13 @@ what the spans cost, per service and per turn, beside the CPU a message costs un
 Not measured here: the HTTP gateway (its server span and the outbox relay's publish) and the floor that
 instrumentation costs with nothing sampled (bench/tracing_cost --paired --sampled-out measures that one).
 
-    .venv/bin/python bench/tracing_in_run.py [--rate 260] [--seconds 15]
+--calls also times each tracing call a turn makes in the workers (a span's start and end, a context's attach and
+detach, a traceparent read and written, a latency observation with its exemplar) and prints its thread CPU a call:
+what a call costs among a turn's other work on a busy machine, which is several times what the same call costs in a
+tight loop. The probe's own reads are taken out of those figures, but the wrapping still slows the handlers, so the
+table above them is read from a run without --calls.
+
+    .venv/bin/python bench/tracing_in_run.py [--rate 260] [--seconds 15] [--calls]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=260.0, help="webhooks per second offered")
     parser.add_argument("--seconds", type=float, default=15.0, help="how long the load lasts")
+    parser.add_argument("--calls", action="store_true",
+                        help="also time each tracing call in the workers")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,6 +48,8 @@ def main() -> None:
         env = {**os.environ, "REPOTALK_SPAN_PROBE_DIR": tmp,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench" / "span_probe"),
                                                            os.environ.get("PYTHONPATH", "")]))}
+        if args.calls:
+            env["REPOTALK_SPAN_PROBE_CALLS"] = "1"
         command = [sys.executable, str(ROOT / "bench" / "webhook.py"), "--rate", str(args.rate), "--seconds",
                    str(args.seconds), "--tracing", "otlp", "--max-per-second", "0", "--sample-ratio", "0.5",
                    "--json", str(figures_path)]
@@ -81,6 +92,24 @@ def main() -> None:
           "That is the spans alone: the throughput cost at saturation (the goal: under 10 %) also holds the HTTP "
           "gateway's spans, the no-sampling floor and the stack batching less as it slows; bench/tracing_cost "
           "--paired measures it.")
+    if args.calls:
+        print_calls(probes)
+
+
+def print_calls(probes: list[dict[str, Any]]) -> None:
+    """Each tracing call's thread CPU a call in the workers, the probe's own reads taken out."""
+    in_run: dict[str, list[float]] = {}
+    for probe in probes:
+        overhead = probe["totals"].get("probe", [0, 0.0])
+        per_read_pair = overhead[1] / overhead[0] if overhead[0] else 0.0
+        for kind, (calls, seconds) in probe["totals"].items():
+            if kind.startswith("call:"):
+                found = in_run.setdefault(kind[5:], [0, 0.0])
+                found[0] += calls
+                found[1] += seconds - calls * per_read_pair
+    print("\ntracing calls in the workers, sampled turns and not: thread CPU a call")
+    for name, (calls, seconds) in sorted(in_run.items()):
+        print(f"  {name:<22} {calls:>8} calls {seconds / calls * 1e6 if calls else 0.0:>8.1f} us")
 
 
 if __name__ == "__main__":

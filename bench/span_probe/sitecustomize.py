@@ -1,6 +1,10 @@
 """Loaded by every process bench/tracing_in_run starts (its directory is put on PYTHONPATH): in a Celery worker,
 each bus event's handler is timed in thread CPU, kept apart by whether the task's traceparent is sampled, and so is
-the span export thread's work; the totals are written as JSON at exit to $REPOTALK_SPAN_PROBE_DIR."""
+the span export thread's work; the totals are written as JSON at exit to $REPOTALK_SPAN_PROBE_DIR.
+
+With $REPOTALK_SPAN_PROBE_CALLS set, the tracing calls a turn makes (a span's start and end, a context's attach and
+detach, reading and writing a traceparent, a latency observation with its exemplar) are timed one by one as well,
+with what a pair of thread-CPU reads costs in this process, so the bench can take the probe's own share out."""
 
 from __future__ import annotations
 
@@ -64,6 +68,47 @@ def _write() -> None:
         json.dump({"service": service, "totals": _totals}, out)
 
 
+def _wrap_calls() -> None:
+    """Each tracing call timed apart, once the worker has set tracing up (its tracer provider exists)."""
+    for _ in range(1200):
+        telemetry = sys.modules.get("libs.common.telemetry")
+        if telemetry is not None and getattr(telemetry, "_provider", None) is not None \
+                and "libs.common.metrics" in sys.modules:
+            break
+        time.sleep(0.05)
+    else:
+        return
+    from opentelemetry import context
+
+    from libs.common import metrics, telemetry_spans
+
+    clock = time.thread_time
+
+    def timed(kind: str, function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _add(kind, clock() - started)
+        return call
+
+    telemetry_spans.LeanTracer.start_span = timed("call:span start", telemetry_spans.LeanTracer.start_span)
+    telemetry_spans.LeanSpan.end = timed("call:span end", telemetry_spans.LeanSpan.end)
+    context.attach = timed("call:context attach", context.attach)
+    context.detach = timed("call:context detach", context.detach)
+    telemetry._extract = timed("call:traceparent read", telemetry._extract)
+    telemetry._carrier = timed("call:traceparent written", telemetry._carrier)
+    metrics.observe = timed("call:latency observed", metrics.observe)
+    started = clock()
+    for _ in range(10_000):
+        clock()
+        clock()
+    _add("probe", (clock() - started) / 10_000)
+
+
 if _OUT and "worker" in sys.argv:
     threading.Thread(target=_wrap, name="span-probe", daemon=True).start()
+    if os.environ.get("REPOTALK_SPAN_PROBE_CALLS"):
+        threading.Thread(target=_wrap_calls, name="span-probe-calls", daemon=True).start()
     atexit.register(_write)
