@@ -109,7 +109,7 @@ def print_calls(probes: list[dict[str, Any]]) -> None:
                 found[1] += seconds - calls * per_read_pair
     print("\ntracing calls in the workers, sampled turns and not: thread CPU a call")
     for name, (calls, seconds) in sorted(in_run.items()):
-        print(f"  {name:<22} {calls:>8} calls {seconds / calls * 1e6 if calls else 0.0:>8.1f} us")
+        print(f"  {name:<22} {calls:>8} calls {seconds / calls * 1e6:>8.1f} us")
 
 
 if __name__ == "__main__":

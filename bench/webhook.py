@@ -322,15 +322,15 @@ def run(args: argparse.Namespace) -> None:
     ]
     print_table("bench/webhook — distributed stack, offline answerer, loopback", rows, "goal")
     print("\nper process: RSS (MB) start -> end, CPU ms per answered message")
+    cpu_ms = {name: (cpu_end[name] - cpu_start[name]) * 1000 / max(1, len(answered)) for name in cpu_start}
     for name in rss_start:
-        cpu_ms = (cpu_end[name] - cpu_start[name]) * 1000 / max(1, len(answered))
-        print(f"  {name:<12} {rss_start[name]:7.1f} -> {rss_end.get(name, float('nan')):7.1f}   {cpu_ms:6.2f} ms")
-    total_cpu = sum(cpu_end[n] - cpu_start[n] for n in cpu_start) * 1000 / max(1, len(answered))
+        print(f"  {name:<12} {rss_start[name]:7.1f} -> {rss_end.get(name, float('nan')):7.1f}   "
+              f"{cpu_ms[name]:6.2f} ms")
+    total_cpu = sum(cpu_ms.values())
     print(f"  {'all services':<12} {'':>18}   {total_cpu:6.2f} ms")
     if args.json:
-        per_process = {f"cpu_ms_per_message.{n}": (cpu_end[n] - cpu_start[n]) * 1000 / max(1, len(answered))
-                       for n in cpu_start}
-        figures = {row.metric: row.measured for row in rows} | {"cpu_ms_per_message": total_cpu} | per_process
+        figures = {row.metric: row.measured for row in rows} | {"cpu_ms_per_message": total_cpu} | {
+            f"cpu_ms_per_message.{name}": ms for name, ms in cpu_ms.items()}
         Path(args.json).write_text(json.dumps(figures))
     print(f"  {'this bench':<12} {'(load + fake Twilio)':>18}   {bench_cpu * 1000 / max(1, len(answered)):6.2f} ms")
     if args.rss_every > 0:

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 _OUT = os.environ.get("REPOTALK_SPAN_PROBE_DIR", "")
@@ -26,40 +27,43 @@ def _add(kind: str, seconds: float) -> None:
     found[1] += seconds
 
 
+def _timed(kind: str, function: Any) -> Any:
+    """``function``, adding each call's thread CPU to ``kind``."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _add(kind, time.thread_time() - started)
+    return call
+
+
+def _when(ready: Callable[[], bool]) -> bool:
+    """Wait (up to a minute) for the worker to reach what ``ready`` looks for; whether it did."""
+    for _ in range(1200):
+        if ready():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _wrap() -> None:
     """Wrap the bus's handler runner and the batch processor's export once the worker has imported them."""
-    for _ in range(1200):
-        bus = sys.modules.get("libs.common.bus")
-        if bus is not None and hasattr(bus, "_run_handler"):
-            break
-        time.sleep(0.05)
-    else:
+    if not _when(lambda: hasattr(sys.modules.get("libs.common.bus"), "_run_handler")):
         return
-    run_handler = bus._run_handler
+    bus = sys.modules["libs.common.bus"]
+    run_handler = {kind: _timed(kind, bus._run_handler) for kind in ("untraced", "sampled", "unsampled")}
 
     def timed_handler(service: Any, handlers: Any, envelope: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         parent = getattr(request, "traceparent", None)
         kind = "untraced" if not isinstance(parent, str) else (
             "sampled" if int(parent[-2:], 16) & 1 else "unsampled")
-        started = time.thread_time()
-        try:
-            return run_handler(service, handlers, envelope, request, *args, **kwargs)
-        finally:
-            _add(kind, time.thread_time() - started)
+        return run_handler[kind](service, handlers, envelope, request, *args, **kwargs)
 
     setattr(bus, "_run_handler", timed_handler)  # noqa: B010  (a module found at run time)
     from opentelemetry.sdk._shared_internal import BatchProcessor
 
-    export = BatchProcessor._export
-
-    def timed_export(self: Any, strategy: Any) -> None:
-        started = time.thread_time()
-        try:
-            export(self, strategy)
-        finally:
-            _add("export", time.thread_time() - started)
-
-    BatchProcessor._export = timed_export  # type: ignore[method-assign,assignment]
+    BatchProcessor._export = _timed("export", BatchProcessor._export)  # type: ignore[method-assign]
 
 
 def _write() -> None:
@@ -70,41 +74,26 @@ def _write() -> None:
 
 def _wrap_calls() -> None:
     """Each tracing call timed apart, once the worker has set tracing up (its tracer provider exists)."""
-    for _ in range(1200):
-        telemetry = sys.modules.get("libs.common.telemetry")
-        if telemetry is not None and getattr(telemetry, "_provider", None) is not None \
-                and "libs.common.metrics" in sys.modules:
-            break
-        time.sleep(0.05)
-    else:
+    if not _when(lambda: getattr(sys.modules.get("libs.common.telemetry"), "_provider", None) is not None
+                 and "libs.common.metrics" in sys.modules):
         return
     from opentelemetry import context
 
-    from libs.common import metrics, telemetry_spans
+    from libs.common import metrics, telemetry, telemetry_spans
 
-    clock = time.thread_time
-
-    def timed(kind: str, function: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            started = clock()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                _add(kind, clock() - started)
-        return call
-
-    telemetry_spans.LeanTracer.start_span = timed("call:span start", telemetry_spans.LeanTracer.start_span)
-    telemetry_spans.LeanSpan.end = timed("call:span end", telemetry_spans.LeanSpan.end)
-    context.attach = timed("call:context attach", context.attach)
-    context.detach = timed("call:context detach", context.detach)
-    telemetry._extract = timed("call:traceparent read", telemetry._extract)
-    telemetry._carrier = timed("call:traceparent written", telemetry._carrier)
-    metrics.observe = timed("call:latency observed", metrics.observe)
-    started = clock()
+    telemetry_spans.LeanTracer.start_span = _timed("call:span start", telemetry_spans.LeanTracer.start_span)
+    telemetry_spans.LeanSpan.end = _timed("call:span end", telemetry_spans.LeanSpan.end)
+    context.attach = _timed("call:context attach", context.attach)
+    context.detach = _timed("call:context detach", context.detach)
+    telemetry._extract = _timed("call:traceparent read", telemetry._extract)
+    telemetry._carrier = _timed("call:traceparent written", telemetry._carrier)
+    metrics.observe = _timed("call:latency observed", metrics.observe)
+    # What timing costs by itself: a wrapped call's two thread-CPU reads.
+    started = time.thread_time()
     for _ in range(10_000):
-        clock()
-        clock()
-    _add("probe", (clock() - started) / 10_000)
+        time.thread_time()
+        time.thread_time()
+    _add("probe", (time.thread_time() - started) / 10_000)
 
 
 if _OUT and "worker" in sys.argv:

@@ -84,8 +84,9 @@ _exemplar_due: weakref.WeakKeyDictionary[Any, list[float]] = weakref.WeakKeyDict
 def observe(histogram: Any, seconds: float) -> None:
     """``histogram.observe`` with the current trace as exemplar, when one is being recorded and the bucket's last
     exemplar is a second old or more."""
-    ids = None if MULTIPROCESS else telemetry.current_ids()
-    if ids is None or not _exemplar_wanted(histogram, seconds):
+    ids = (telemetry.current_ids() if not MULTIPROCESS and telemetry.in_sampled_trace()
+           and _exemplar_wanted(histogram, seconds) else None)
+    if ids is None:
         histogram.observe(seconds)
     else:
         histogram.observe(seconds, exemplar={"trace_id": ids[0]})

@@ -661,9 +661,19 @@ def remote_parent(traceparent_value: str | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def _sampled_context() -> trace.SpanContext | None:
+    ctx = trace.get_current_span().get_span_context()
+    return ctx if ctx.is_valid and ctx.trace_flags.sampled else None
+
+
+def in_sampled_trace() -> bool:
+    """Whether the current span belongs to a trace that is kept (what an exemplar may point at)."""
+    return _sampled_context() is not None
+
+
 def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) in hex of the recording span, for log lines and exemplars."""
-    ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid or not ctx.trace_flags.sampled:
+    ctx = _sampled_context()
+    if ctx is None:
         return None
     return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"

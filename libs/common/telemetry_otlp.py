@@ -465,7 +465,7 @@ class CapturingBatchSpanProcessor(BatchSpanProcessor):
 
     # Its on_start and _on_ending do nothing (the SDK's), and on_end reads only what a LeanSpan has: the lean
     # tracer's spans skip the first two and call on_end directly when this is the provider's only processor.
-    takes_flat_spans = True
+    takes_lean_spans_directly = True
 
     def __init__(self, exporter: FastOTLPSpanExporter) -> None:
         super().__init__(_CapturedSpanExporter(exporter))  # type: ignore[arg-type]

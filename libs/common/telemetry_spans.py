@@ -237,7 +237,7 @@ class LeanTracer(Tracer):
         processors = getattr(self.span_processor, "_span_processors", None)
         if processors is not self._seen_processors:
             self._capture = (processors[0] if processors and len(processors) == 1
-                             and getattr(processors[0], "takes_flat_spans", False) else None)
+                             and getattr(processors[0], "takes_lean_spans_directly", False) else None)
             self._seen_processors = processors
         return self._capture
 
